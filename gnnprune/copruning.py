@@ -1,0 +1,318 @@
+"""Co-pruning state: the masks of a model's weights, a graph's edges and its feature columns.
+
+:class:`CoPruner` owns the :class:`~gnnprune.masks.MaskEngine` of one run and everything that
+turns masks into computation: kept edges become the operators' sparsity pattern, kept
+feature columns become the input matrix, and weight masks zero dead weights. It also owns
+the learned gates (a logit per undirected edge, a gate per feature column) and computes the
+probe gradients that score dead entries for regrowth.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .data import GraphData
+from .features import NodeFeatures
+from .graph import MaskedGraph
+from .masks import MaskEngine, SiteKind, SiteUpdate, prune_and_regrow
+from .nn import GraphModel
+from .scoring import SiteView, descent, gradient_magnitude, magnitude
+
+EDGES = "edges"
+FEATURES = "features"
+WEIGHT_PREFIX = "weight:"
+
+
+@dataclass(frozen=True)
+class PruneTargets:
+    """Target sparsity (fraction removed) of each part, each in ``[0, 1)``."""
+
+    weights: float = 0.0
+    edges: float = 0.0
+    features: float = 0.0
+
+    def __post_init__(self) -> None:
+        for part in ("weights", "edges", "features"):
+            value = getattr(self, part)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{part} sparsity must be in [0, 1), got {value}")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.weights == self.edges == self.features == 0.0
+
+
+class WeightGranularity(str, enum.Enum):
+    """What one weight-mask entry covers."""
+
+    ELEMENT = "element"  # one weight
+    OUTPUT = "output"    # one output unit: a column of an ``[in, out]`` weight
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Gradients at the current point with every dead entry present at value 0.
+
+    Attributes:
+        loss: the probe loss.
+        edge_grad: ``[E]`` d loss / d (effective edge weight), dead edges included.
+        feature_grad: ``[F]`` norm of d loss / d (input-weight row of each feature), with the
+            feature present and its weights at zero: how much the feature would help.
+        weight_grads: d loss / d weight for every prunable weight (dense).
+    """
+
+    loss: float
+    edge_grad: Tensor
+    feature_grad: Tensor
+    weight_grads: dict[str, Tensor]
+
+
+class CoPruner:
+    """Masks and gates of one co-pruning run.
+
+    Args:
+        model: the model whose :meth:`~GraphModel.prunable_weights` become weight sites.
+        data: the graph; its undirected edges and feature columns become sites.
+        learn_edge_weights: train a logit per undirected edge; the edge weight seen by the
+            model is ``sigmoid(logit)``.
+        learn_feature_gates: train a gate per feature column (initialised to 1).
+        edge_init_logit: initial logit (3.0 gives edge weights of 0.953).
+        weight_granularity: element-wise or per-output-unit weight masks.
+    """
+
+    def __init__(self, model: GraphModel, data: GraphData, *, learn_edge_weights: bool = False,
+                 learn_feature_gates: bool = False, edge_init_logit: float = 3.0,
+                 weight_granularity: WeightGranularity = WeightGranularity.ELEMENT) -> None:
+        self.model = model
+        self.edge_set = data.edges
+        self.node_features = NodeFeatures(data.x)
+        self.engine = MaskEngine()
+        self.weights = model.prunable_weights()
+        self.granularity = WeightGranularity(weight_granularity)
+        for name, p in self.weights.items():
+            shape = p.shape if self.granularity is WeightGranularity.ELEMENT else (p.shape[-1],)
+            self.engine.add(WEIGHT_PREFIX + name, SiteKind.WEIGHT, shape, param=name,
+                            granularity=self.granularity.value, reads_features=name in model.input_weight_names)
+        self.engine.add(EDGES, SiteKind.EDGE, self.edge_set.num_edges)
+        self.engine.add(FEATURES, SiteKind.FEATURE, self.node_features.num_features)
+        self.edge_init_logit = float(edge_init_logit)
+        self.edge_logit = (nn.Parameter(torch.full((self.edge_set.num_edges,), self.edge_init_logit))
+                           if learn_edge_weights else None)
+        self.feature_gate = nn.Parameter(torch.ones(self.node_features.num_features)) if learn_feature_gates else None
+        self._all_edges = self.edge_set.select()
+        self._all_features = self.node_features.select()
+        self.refresh()
+
+    # masks -> computation -------------------------------------------------------------------
+    def gate_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.edge_logit, self.feature_gate) if p is not None]
+
+    def refresh(self) -> None:
+        """Rebuild kept-edge and kept-feature structures and zero dead weights (after mask changes)."""
+        self._edges = self.edge_set.select(self.engine.mask(EDGES))
+        self._features = self.node_features.select(self.engine.mask(FEATURES))
+        self.apply_weight_masks()
+
+    def weight_mask(self, name: str) -> Tensor:
+        """Keep-mask over the elements of weight ``name``; rows of pruned features are dead too."""
+        param = self.weights[name]
+        mask = self.engine.mask(WEIGHT_PREFIX + name)
+        if self.granularity is WeightGranularity.OUTPUT:
+            mask = mask.view(*([1] * (param.dim() - 1)), -1).expand_as(param)
+        if name in self.model.input_weight_names:
+            mask = mask & self.engine.mask(FEATURES).view(-1, *([1] * (param.dim() - 1)))
+        return mask
+
+    def edge_weight(self, index: Tensor | None = None) -> Tensor | None:
+        if self.edge_logit is None:
+            return None
+        logits = self.edge_logit if index is None else self.edge_logit[index]
+        return torch.sigmoid(logits)
+
+    def graph(self) -> MaskedGraph:
+        """The kept edges with their current (learned) weights."""
+        return MaskedGraph(self._edges, self.edge_weight(self._edges.index))
+
+    def inputs(self):
+        """Kept feature columns, gated."""
+        return self._features.gated(self.feature_gate)
+
+    @torch.no_grad()
+    def apply_weight_masks(self) -> None:
+        for name, param in self.weights.items():
+            param.mul_(self.weight_mask(name))
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradient of dead weights, so optimizer moments of dead entries stay zero."""
+        for name, param in self.weights.items():
+            if param.grad is not None:
+                param.grad.mul_(self.weight_mask(name))
+
+    # measures ---------------------------------------------------------------------------------
+    def kept_edges(self) -> int:
+        return self._edges.num_kept
+
+    def kept_feature_index(self) -> Tensor:
+        return self.engine.mask(FEATURES).nonzero().view(-1)
+
+    def kept_weights(self) -> dict[str, int]:
+        """Live elements of every weight (feature rows included)."""
+        return {name: int(self.weight_mask(name).sum()) for name in self.weights}
+
+    def sparsity_report(self) -> dict:
+        """Achieved sparsity per part and per weight (site counts and effective counts)."""
+        weights = {}
+        for name, param in self.weights.items():
+            site = self.engine.site(WEIGHT_PREFIX + name)
+            live = int(self.weight_mask(name).sum())
+            weights[name] = {"entries": site.numel, "live": site.live, "sparsity": site.sparsity,
+                             "effective_live_elements": live, "effective_sparsity": 1 - live / param.numel()}
+        edges, features = self.engine.site(EDGES), self.engine.site(FEATURES)
+        return {
+            "weights": self.engine.sparsity(kind=SiteKind.WEIGHT),
+            "edges": edges.sparsity,
+            "features": features.sparsity,
+            "kept_edges": edges.live, "total_edges": edges.numel,
+            "kept_features": features.live, "total_features": features.numel,
+            "per_weight": weights,
+        }
+
+    # probe and update -------------------------------------------------------------------------
+    def probe(self, loss_fn: Callable[[Tensor], Tensor]) -> ProbeResult:
+        """One forward/backward with every dead edge and feature present at value 0.
+
+        Dead edges enter the operator with weight 0 (a zero-weight edge changes neither the
+        sum nor the degrees, so the forward is unchanged) and their weight gets a real
+        gradient. Dead features enter with gate 1 but zero weight rows (unchanged forward
+        again), so the gradient of their weight rows says how much they would help.
+        Dropout is off. Gradients of the model are cleared afterwards.
+        """
+        edge_mask = self.engine.mask(EDGES)
+        feature_mask = self.engine.mask(FEATURES)
+        with torch.no_grad():
+            current = self.edge_weight() if self.edge_logit is not None else torch.ones(edge_mask.numel())
+            edge_value = current * edge_mask
+            gate = torch.ones(feature_mask.numel()) if self.feature_gate is None else \
+                torch.where(feature_mask, self.feature_gate, torch.ones(()))
+        edge_value.requires_grad_(True)
+        was_training = self.model.training
+        self.model.eval()
+        self.model.zero_grad(set_to_none=True)
+        try:
+            logits = self.model(self._all_features.gated(gate), MaskedGraph(self._all_edges, edge_value))
+            loss = loss_fn(logits)
+            loss.backward()
+        finally:
+            self.model.train(was_training)
+        weight_grads = {name: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                        for name, p in self.weights.items()}
+        feature_grad = torch.zeros(feature_mask.numel())
+        for name in self.model.input_weight_names:
+            g = weight_grads[name]
+            feature_grad += g.reshape(g.size(0), -1).norm(dim=1)
+        self.model.zero_grad(set_to_none=True)
+        return ProbeResult(float(loss.detach()), edge_value.grad.detach(), feature_grad, weight_grads)
+
+    def update(self, sparsity: PruneTargets, regrow_fraction: float, probe: ProbeResult,
+               optimizer: torch.optim.Optimizer | None = None) -> dict[str, dict[str, int]]:
+        """Prune every part to ``sparsity`` and swap ``regrow_fraction`` of it (see :func:`prune_and_regrow`).
+
+        Order: features, edges, weights (input weights depend on the kept features).
+        Scores: live features by ``|gate| * ||weight row||``, dead ones by ``probe.feature_grad``;
+        live edges by their effective weight ``sigmoid(logit)`` (by ``|grad|`` when not learned),
+        dead ones by the descent score ``-d loss / d weight``; live weights by magnitude, dead
+        ones by gradient magnitude (RigL). Revived gates restart at their initial value,
+        revived weights at zero; their optimizer state is reset.
+
+        Returns:
+            per site: how many entries were pruned, swapped out and grown.
+        """
+        report: dict[str, dict[str, int]] = {}
+        report[FEATURES] = self._update_features(sparsity.features, regrow_fraction, probe, optimizer).as_dict()
+        report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer).as_dict()
+        feature_rows = self.engine.mask(FEATURES)
+        for name, param in self.weights.items():
+            site = WEIGHT_PREFIX + name
+            view = SiteView(mask=self.engine.mask(site), values=self._site_values(param), grad=self._site_values(probe.weight_grads[name]))
+            prune_scores, grow_scores = magnitude(view), gradient_magnitude(view)
+            eligible = None
+            if name in self.model.input_weight_names and self.granularity is WeightGranularity.ELEMENT:
+                rows = feature_rows.view(-1, *([1] * (param.dim() - 1))).expand_as(param)
+                prune_scores = torch.where(rows, prune_scores, torch.tensor(-float("inf")))
+                eligible = rows
+            update = prune_and_regrow(self.engine, site, sparsity.weights, regrow_fraction,
+                                      prune_scores, grow_scores, eligible)
+            with torch.no_grad():
+                self._reset_entries(param, self._revived(site, update.grown, param), 0.0, optimizer)
+            report[site] = update.as_dict()
+        self.refresh()
+        return report
+
+    def _site_values(self, tensor: Tensor) -> Tensor:
+        if self.granularity is WeightGranularity.ELEMENT:
+            return tensor.detach()
+        return tensor.detach().abs().reshape(-1, tensor.shape[-1]).sum(0)  # L1 per output unit
+
+    def _update_features(self, sparsity, regrow_fraction, probe, optimizer) -> SiteUpdate:
+        row_norm = torch.zeros(self.node_features.num_features)
+        for name in self.model.input_weight_names:
+            w = self.weights[name].detach()
+            row_norm += w.reshape(w.size(0), -1).norm(dim=1)
+        gate = torch.ones_like(row_norm) if self.feature_gate is None else self.feature_gate.detach().abs()
+        update = prune_and_regrow(self.engine, FEATURES, sparsity, regrow_fraction,
+                                  prune_scores=gate * row_norm, grow_scores=probe.feature_grad)
+        if self.feature_gate is not None:
+            with torch.no_grad():
+                self._reset_entries(self.feature_gate, self._revived(FEATURES, update.grown, self.feature_gate), 1.0, optimizer)
+        return update
+
+    def _update_edges(self, sparsity, regrow_fraction, probe, optimizer) -> SiteUpdate:
+        values = self.edge_weight() if self.edge_logit is not None else torch.ones(self.edge_set.num_edges)
+        view = SiteView(mask=self.engine.mask(EDGES), values=values.detach(), grad=probe.edge_grad)
+        prune_scores = view.values if self.edge_logit is not None else gradient_magnitude(view)
+        update = prune_and_regrow(self.engine, EDGES, sparsity, regrow_fraction, prune_scores, descent(view))
+        if self.edge_logit is not None:
+            with torch.no_grad():
+                self._reset_entries(self.edge_logit, self._revived(EDGES, update.grown, self.edge_logit), self.edge_init_logit, optimizer)
+        return update
+
+    @staticmethod
+    def _reset_entries(param: Tensor, revived: Tensor, value: float,
+                       optimizer: torch.optim.Optimizer | None) -> None:
+        """Set revived entries (bool mask shaped like ``param``) to ``value``; clear their optimizer state."""
+        if not bool(revived.any()):
+            return
+        param[revived] = value
+        if optimizer is None or param not in optimizer.state:
+            return
+        for state in optimizer.state[param].values():
+            if torch.is_tensor(state) and state.shape == param.shape:
+                state[revived] = 0
+
+    def _revived(self, site: str, grown: Tensor, like: Tensor) -> Tensor:
+        mask = torch.zeros_like(self.engine.mask(site))
+        mask.view(-1)[grown] = True
+        return mask.view(*([1] * (like.dim() - mask.dim())), *mask.shape).expand_as(like) if mask.shape != like.shape else mask
+
+    # persistence ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {"masks": self.engine.state_dict()}
+        if self.edge_logit is not None:
+            state["edge_logit"] = self.edge_logit.detach().clone()
+        if self.feature_gate is not None:
+            state["feature_gate"] = self.feature_gate.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.engine.load_state_dict(state["masks"])
+        with torch.no_grad():
+            if self.edge_logit is not None:
+                self.edge_logit.copy_(state["edge_logit"])
+            if self.feature_gate is not None:
+                self.feature_gate.copy_(state["feature_gate"])
+        self.refresh()

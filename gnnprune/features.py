@@ -1,0 +1,70 @@
+"""Node features with prunable columns and a per-column gate.
+
+Sparse feature matrices (bag-of-words data such as Cora) are kept as a
+:class:`~gnnprune.sparse.SparseMatrix` restricted to the stored entries of kept columns, so
+the first layer's cost follows the kept non-zeros. Dense matrices keep their width; pruned
+columns are zero (the physical, narrower matrix is exported with the pruned graph).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .sparse import CSRPattern, SparseMatrix
+
+SPARSE_DENSITY = 0.1  # below this fraction of non-zeros, features are stored sparse
+
+
+class NodeFeatures:
+    """``[N, F]`` node features.
+
+    Args:
+        x: dense ``[N, F]`` float tensor.
+        sparse: store sparse; default: when fewer than 10% of entries are non-zero.
+    """
+
+    def __init__(self, x: Tensor, sparse: bool | None = None) -> None:
+        if x.dim() != 2:
+            raise ValueError(f"features must be [N, F], got {tuple(x.shape)}")
+        self.shape = (int(x.size(0)), int(x.size(1)))
+        self.sparse = bool((x != 0).float().mean() < SPARSE_DENSITY) if sparse is None else sparse
+        if self.sparse:
+            row, col = x.nonzero(as_tuple=True)
+            self._row, self._col, self._val = row, col, x[row, col].float()
+            self.dense = None
+        else:
+            self.dense = x.float()
+
+    @property
+    def num_features(self) -> int:
+        return self.shape[1]
+
+    def select(self, keep: Tensor | None = None) -> "FeatureSelection":
+        return FeatureSelection(self, keep)
+
+
+class FeatureSelection:
+    """The kept columns of :class:`NodeFeatures`, with the pattern built once."""
+
+    def __init__(self, features: NodeFeatures, keep: Tensor | None) -> None:
+        self.features = features
+        n, f = features.shape
+        self.keep = torch.ones(f, dtype=torch.bool) if keep is None else keep.bool()
+        if self.keep.numel() != f:
+            raise ValueError(f"feature mask has {self.keep.numel()} entries for {f} features")
+        if features.sparse:
+            entries = self.keep[features._col].nonzero().view(-1)
+            pattern, order = CSRPattern.from_coo(features._row[entries], features._col[entries], (n, f))
+            self._pattern = pattern
+            self._base = features._val[entries][order]
+        else:
+            self._column_mask = self.keep.float()
+
+    def gated(self, gate: Tensor | None = None) -> Tensor | SparseMatrix:
+        """The feature matrix with dead columns removed and live column ``j`` scaled by ``gate[j]``."""
+        if self.features.sparse:
+            return SparseMatrix(self._pattern, self._base, gate)
+        if gate is None and bool(self.keep.all()):
+            return self.features.dense
+        scale = self._column_mask if gate is None else self._column_mask * gate
+        return self.features.dense * scale

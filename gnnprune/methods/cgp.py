@@ -1,0 +1,80 @@
+"""CGP: gradual co-pruning of edges, features and weights with informed regrowth, in one run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..copruning import PruneTargets
+from ..schedules import CosineDecay, CubicSparsity, update_steps
+
+
+@dataclass(frozen=True)
+class CGPConfig:
+    """When and how much to prune.
+
+    Attributes:
+        targets: final sparsity of weights (every layer), edges and features.
+        prune_start: first update epoch.
+        prune_end: last update epoch; masks are final from here on and model selection
+            considers only later epochs.
+        update_every: epochs between updates.
+        regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
+            at ``prune_end``).
+    """
+
+    targets: PruneTargets = field(default_factory=PruneTargets)
+    prune_start: int = 0
+    prune_end: int = 100
+    update_every: int = 5
+    regrow_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.prune_start < 0 or self.prune_end < self.prune_start:
+            raise ValueError(f"need 0 <= prune_start <= prune_end, got {self.prune_start}, {self.prune_end}")
+        if self.update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {self.update_every}")
+        if not 0.0 <= self.regrow_fraction <= 1.0:
+            raise ValueError(f"regrow_fraction must be in [0, 1], got {self.regrow_fraction}")
+
+    def check_epochs(self, epochs: int) -> None:
+        if self.prune_end >= epochs:
+            raise ValueError(f"prune_end ({self.prune_end}) must be < epochs ({epochs}) so the final masks get trained")
+
+    def schedules(self) -> dict[str, CubicSparsity]:
+        return {part: CubicSparsity(0.0, getattr(self.targets, part), self.prune_start, self.prune_end)
+                for part in ("weights", "edges", "features")}
+
+
+class CGP:
+    """Hooks of the co-pruning method.
+
+    At every update epoch (``prune_start``, every ``update_every`` epochs, and ``prune_end``):
+    one probe pass scores dead entries by their real gradient, then every part is pruned to its
+    cubic-scheduled sparsity and a cosine-decaying fraction of it is swapped for the best dead
+    entries. Between updates the masks are fixed and gates train with the model.
+    """
+
+    name = "cgp"
+
+    def __init__(self, config: CGPConfig) -> None:
+        self.config = config
+        self.steps = set(update_steps(config.prune_start, config.prune_end, config.update_every))
+        self.sparsity = config.schedules()
+        self.regrow = CosineDecay(config.regrow_fraction, config.prune_start, config.prune_end)
+
+    def on_start(self, run) -> None:
+        self.config.check_epochs(run.config.epochs)
+
+    def on_epoch_start(self, run, epoch: int) -> None:
+        if epoch not in self.steps:
+            return
+        probe = run.pruner.probe(run.train_loss)
+        targets = PruneTargets(**{part: schedule(epoch) for part, schedule in self.sparsity.items()})
+        report = run.pruner.update(targets, self.regrow(epoch), probe, run.optimizer)
+        run.log.append({"epoch": epoch, "targets": vars(targets), "regrow_fraction": self.regrow(epoch),
+                        "probe_loss": probe.loss, "sites": report})
+
+    def selectable(self, epoch: int) -> bool:
+        return epoch >= self.config.prune_end
+
+    def on_finish(self, run) -> None:
+        pass

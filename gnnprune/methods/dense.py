@@ -1,0 +1,23 @@
+"""The dense baseline: no masks change."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Dense:
+    """Train the full model on the full graph."""
+
+    name: str = "dense"
+
+    def on_start(self, run) -> None:
+        pass
+
+    def on_epoch_start(self, run, epoch: int) -> None:
+        pass
+
+    def selectable(self, epoch: int) -> bool:
+        return True
+
+    def on_finish(self, run) -> None:
+        pass

@@ -1,0 +1,67 @@
+"""Shared pieces of the mask-aware models."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import MaskedGraph
+from ..sparse import SparseMatrix
+
+
+class Linear(nn.Module):
+    """``x @ W + b`` with ``W`` stored as ``[in, out]``; ``x`` may be a :class:`SparseMatrix`.
+
+    Args:
+        in_channels: input width.
+        out_channels: output width.
+        bias: add a learnable bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = math.sqrt(6.0 / (self.weight.size(0) + self.weight.size(1)))  # Glorot uniform
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor | SparseMatrix) -> Tensor:
+        out = x @ self.weight
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.size(0)}, {self.weight.size(1)}, bias={self.bias is not None}"
+
+
+class GraphModel(nn.Module):
+    """Base of the node-classification models: ``logits = model(x, graph)``.
+
+    Models know nothing of masks. They declare which weights are prunable and which of them
+    read raw input features row by row (so that a pruned feature column also removes its
+    weight row).
+    """
+
+    #: names (as in ``named_parameters``) of weights whose rows index input features
+    input_weight_names: tuple[str, ...] = ()
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def prunable_weights(self) -> dict[str, nn.Parameter]:
+        """Every weight matrix (2-D parameter); biases are never pruned."""
+        return {name: p for name, p in self.named_parameters() if p.dim() >= 2}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:  # pragma: no cover
+        """Per-layer ``{"layer", "transform", "aggregation"}`` MAC counts for the given kept sizes."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()

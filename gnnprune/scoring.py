@@ -1,0 +1,105 @@
+"""Importance scorers: pure callables ``scores = scorer(view)``.
+
+A :class:`SiteView` shows a scorer what it may look at for one site: the entries' current
+(effective) values, their gradient, optimizer state and mask. A scorer returns one score per
+entry (same shape as ``view.mask``); higher means more important. The mask engine prunes
+the lowest live scores and regrows the highest dead ones.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """What a scorer sees of one site.
+
+    Attributes:
+        mask: bool keep-mask, the site's entry shape.
+        values: effective values of the entries (a weight, an edge's effective weight
+            ``sigmoid(logit)``, a feature gate), same shape as ``mask``, or ``None``.
+        grad: d loss / d value at the current point, same shape, or ``None``.
+        optimizer_state: per-entry optimizer tensors (e.g. ``exp_avg``), same shape.
+    """
+
+    mask: Tensor
+    values: Tensor | None = None
+    grad: Tensor | None = None
+    optimizer_state: dict[str, Tensor] = field(default_factory=dict)
+
+
+Scorer = Callable[[SiteView], Tensor]
+
+
+def _need(view: SiteView, attr: str, scorer: str) -> Tensor:
+    value = getattr(view, attr)
+    if value is None:
+        raise ValueError(f"scorer {scorer!r} needs the site's {attr}")
+    return value.detach()
+
+
+def magnitude(view: SiteView) -> Tensor:
+    """``|value|``: the classic magnitude criterion."""
+    return _need(view, "values", "magnitude").abs()
+
+
+def gradient_magnitude(view: SiteView) -> Tensor:
+    """``|dL/dvalue|`` (RigL regrowth): how fast the loss changes if the entry moves."""
+    return _need(view, "grad", "gradient_magnitude").abs()
+
+
+def descent(view: SiteView) -> Tensor:
+    """``-dL/dvalue``: first-order loss decrease from *raising* the value.
+
+    The right regrowth signal for entries that can only move up from zero (an edge weight or a
+    feature gate in ``[0, 1]``): ``L(v + dv) ~ L(v) + dL/dv * dv`` with ``dv > 0``.
+    """
+    return -_need(view, "grad", "descent")
+
+
+def taylor(view: SiteView) -> Tensor:
+    """``|value * dL/dvalue|``: first-order loss change from removing the entry."""
+    return (_need(view, "values", "taylor") * _need(view, "grad", "taylor")).abs()
+
+
+def momentum(view: SiteView) -> Tensor:
+    """``|exp_avg|`` of Adam (or ``momentum_buffer`` of SGD): a smoothed gradient magnitude."""
+    for key in ("exp_avg", "momentum_buffer"):
+        if key in view.optimizer_state:
+            return view.optimizer_state[key].detach().abs()
+    raise ValueError("scorer 'momentum' needs an optimizer state with exp_avg or momentum_buffer")
+
+
+def learned_gate(view: SiteView) -> Tensor:
+    """The gate's effective value itself (e.g. ``sigmoid(logit)``); not its raw parameter."""
+    return _need(view, "values", "learned_gate")
+
+
+def random_scorer(generator: torch.Generator) -> Scorer:
+    """Uniform random scores drawn from ``generator`` (a reproducible random baseline)."""
+
+    def score(view: SiteView) -> Tensor:
+        return torch.rand(view.mask.shape, generator=generator)
+
+    return score
+
+
+SCORERS: dict[str, Scorer] = {
+    "magnitude": magnitude,
+    "gradient": gradient_magnitude,
+    "descent": descent,
+    "taylor": taylor,
+    "momentum": momentum,
+    "gate": learned_gate,
+}
+
+
+def get_scorer(name: str) -> Scorer:
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; choose from {sorted(SCORERS)}") from None

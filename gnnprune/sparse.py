@@ -1,0 +1,199 @@
+"""Sparse matrices with a fixed pattern and differentiable values.
+
+A :class:`CSRPattern` is the sparsity pattern of an ``n_rows x n_cols`` matrix in
+compressed-row form, together with the pattern of its transpose. It is built once
+(e.g. whenever an edge mask changes) and reused for every step in between, while the
+non-zero *values* may change at every step and carry gradients.
+
+:func:`sparse_matmul` computes ``Y = A @ X`` for ``A = (pattern, values)``. Its
+backward pass returns
+
+.. math::
+    \\frac{\\partial L}{\\partial X} = A^\\top G, \\qquad
+    \\frac{\\partial L}{\\partial a_{ij}} = \\langle G_{i,:}, X_{j,:} \\rangle,
+
+with ``G = dL/dY``. The second term (a sampled dense-dense product) is what makes
+learned edge weights and feature gates trainable; it is only computed when the values
+require a gradient. Cost is ``O(nnz * d)`` in both directions, so the cost of
+propagation follows the number of kept entries.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+_SDDMM_CHUNK = 8192  # edges per chunk: keeps the gathered rows in cache (measured ~4x faster than 128k)
+
+
+@dataclass(frozen=True, eq=False)
+class CSRPattern:
+    """Row-compressed sparsity pattern of a matrix and of its transpose.
+
+    Attributes:
+        shape: ``(n_rows, n_cols)``.
+        crow: row pointers, shape ``[n_rows + 1]``.
+        col: column index of each stored entry, shape ``[nnz]``.
+        row: row index of each stored entry, shape ``[nnz]``.
+        t_crow, t_col: the same for the transpose.
+        t_perm: stored entry ``k`` of the transpose is stored entry ``t_perm[k]`` of the matrix.
+    """
+
+    shape: tuple[int, int]
+    crow: Tensor
+    col: Tensor
+    row: Tensor
+    t_crow: Tensor
+    t_col: Tensor
+    t_perm: Tensor
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.numel())
+
+    @staticmethod
+    def from_coo(row: Tensor, col: Tensor, shape: tuple[int, int]) -> tuple["CSRPattern", Tensor]:
+        """Build a pattern from coordinates (duplicates are kept as separate entries).
+
+        Returns:
+            ``(pattern, order)`` where ``order[k]`` is the input position of stored entry ``k``;
+            values given in input order are put in pattern order with ``values[order]``.
+        """
+        n_rows, n_cols = shape
+        row = row.long()
+        col = col.long()
+        order = _lexsort(row, col, n_cols)
+        row_s, col_s = row[order], col[order]
+        t_perm = _lexsort(col_s, row_s, n_rows)
+        pattern = CSRPattern(
+            shape=(n_rows, n_cols),
+            crow=_row_pointers(row_s, n_rows),
+            col=col_s.contiguous(),
+            row=row_s.contiguous(),
+            t_crow=_row_pointers(col_s[t_perm], n_cols),
+            t_col=row_s[t_perm].contiguous(),
+            t_perm=t_perm,
+        )
+        return pattern, order
+
+    def to_dense(self, values: Tensor) -> Tensor:
+        out = torch.zeros(self.shape, dtype=values.dtype, device=values.device)
+        out.index_put_((self.row, self.col), values, accumulate=True)
+        return out
+
+
+def _lexsort(primary: Tensor, secondary: Tensor, n_secondary: int) -> Tensor:
+    key = primary * max(n_secondary, 1) + secondary
+    return torch.sort(key, stable=True).indices
+
+
+def _row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=sorted_rows.device)
+    crow[1:] = torch.bincount(sorted_rows, minlength=n_rows).cumsum(0)
+    return crow
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def sampled_dot(left: Tensor, right: Tensor, row: Tensor, col: Tensor) -> Tensor:
+    """``out[k] = <left[row[k]], right[col[k]]>`` computed in cache-sized chunks."""
+    out = torch.empty(row.numel(), dtype=left.dtype, device=left.device)
+    for start in range(0, row.numel(), _SDDMM_CHUNK):
+        part = slice(start, start + _SDDMM_CHUNK)
+        rows = torch.index_select(left, 0, row[part])
+        out[part] = rows.mul_(torch.index_select(right, 0, col[part])).sum(1)
+    return out
+
+
+class _SparseMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pattern: CSRPattern, values: Tensor, dense: Tensor) -> Tensor:
+        ctx.pattern = pattern
+        ctx.save_for_backward(values, dense)
+        return _csr(pattern.crow, pattern.col, values, pattern.shape) @ dense
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        pattern: CSRPattern = ctx.pattern
+        values, dense = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_values = grad_dense = None
+        if ctx.needs_input_grad[1]:
+            d = dense if dense.dim() == 2 else dense.unsqueeze(1)
+            g = grad_out if grad_out.dim() == 2 else grad_out.unsqueeze(1)
+            grad_values = sampled_dot(g, d.contiguous(), pattern.row, pattern.col)
+        if ctx.needs_input_grad[2]:
+            shape_t = (pattern.shape[1], pattern.shape[0])
+            transpose = _csr(pattern.t_crow, pattern.t_col, values[pattern.t_perm], shape_t)
+            grad_dense = transpose @ grad_out
+        return None, grad_values, grad_dense
+
+
+def sparse_matmul(pattern: CSRPattern, values: Tensor, dense: Tensor) -> Tensor:
+    """``A @ dense`` where ``A`` has the given pattern and ``values`` (in pattern order).
+
+    Args:
+        pattern: sparsity pattern of ``A`` (``n_rows x n_cols``).
+        values: ``[nnz]`` non-zero values; may require grad.
+        dense: ``[n_cols, d]`` dense matrix; may require grad.
+
+    Returns:
+        ``[n_rows, d]``.
+    """
+    if values.numel() != pattern.nnz:
+        raise ValueError(f"expected {pattern.nnz} values for this pattern, got {values.numel()}")
+    return _SparseMatmul.apply(pattern, values, dense.contiguous())
+
+
+@dataclass(frozen=True, eq=False)
+class SparseMatrix:
+    """A sparse matrix ``A = S diag(column_scale)`` as a pattern, values and an optional column scale.
+
+    ``A @ X`` is differentiable in the values, the column scale and ``X``. A column scale
+    (e.g. a feature gate) is applied to the rows of ``X`` instead of the stored values, so its
+    gradient costs one ``[n_cols, d]`` product instead of a per-entry sampled product.
+    """
+
+    pattern: CSRPattern
+    values: Tensor
+    column_scale: Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.shape
+
+    def __matmul__(self, dense: Tensor) -> Tensor:
+        if self.column_scale is not None:
+            dense = dense * self.column_scale.view(-1, *([1] * (dense.dim() - 1)))
+        return sparse_matmul(self.pattern, self.values, dense)
+
+    def with_values(self, values: Tensor) -> "SparseMatrix":
+        return SparseMatrix(self.pattern, values, self.column_scale)
+
+    def to_dense(self) -> Tensor:
+        dense = self.pattern.to_dense(self.values)
+        return dense if self.column_scale is None else dense * self.column_scale
+
+
+def dropout(x: Tensor | SparseMatrix, p: float, training: bool) -> Tensor | SparseMatrix:
+    """Dropout for dense tensors, and on the stored values of a :class:`SparseMatrix`.
+
+    Dropping stored values only (as in Kipf & Welling's GCN) keeps the cost proportional
+    to the number of non-zeros.
+    """
+    if isinstance(x, SparseMatrix):
+        if not training or p == 0.0:
+            return x
+        return x.with_values(torch.nn.functional.dropout(x.values, p, True))
+    return torch.nn.functional.dropout(x, p, training)
+
+
+def matmul(x: Tensor | SparseMatrix, weight: Tensor) -> Tensor:
+    """``x @ weight`` for dense or sparse ``x``."""
+    return x @ weight
