@@ -107,10 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
     g.add_argument("--pseudo-label-weight", type=_non_negative_float, default=0.3,
                    help="weight of the self-training term on unlabelled nodes (0: plain supervised)")
+    g.add_argument("--pseudo-label-warmup", type=_non_negative_int,
+                   help="epochs over which that weight ramps up from 0 (default: epochs // 4)")
+    g.add_argument("--gate-lr", type=_non_negative_float, default=0.1,
+                   help="learning rate of the edge logits and feature gates")
     g = p.add_argument_group("pruning schedule")
     g.add_argument("--prune-start", type=_non_negative_int, help="first mask update epoch (default: epochs // 20)")
-    g.add_argument("--prune-end", type=_non_negative_int, help="last mask update epoch (default: epochs // 2)")
-    g.add_argument("--update-every", type=_positive_int, default=5, help="epochs between mask updates")
+    g.add_argument("--prune-end", type=_non_negative_int, help="last mask update epoch (default: 3 * epochs // 4)")
+    g.add_argument("--update-every", type=_positive_int, default=10, help="epochs between mask updates")
     g.add_argument("--regrow-fraction", type=float, default=0.3,
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g = p.add_argument_group("run")
@@ -134,7 +138,8 @@ def _config_from_args(args: argparse.Namespace):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     start = args.prune_start if args.prune_start is not None else args.epochs // 20
-    end = args.prune_end if args.prune_end is not None else args.epochs // 2
+    end = args.prune_end if args.prune_end is not None else 3 * args.epochs // 4
+    warmup = args.pseudo_label_warmup if args.pseudo_label_warmup is not None else args.epochs // 4
     try:
         cgp = CGPConfig(PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity),
                         prune_start=start, prune_end=end, update_every=args.update_every,
@@ -145,7 +150,8 @@ def _config_from_args(args: argparse.Namespace):
             dataset=args.dataset,
             model=ModelConfig(args.model, args.hidden, args.layers, args.dropout),
             train=TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                              pseudo_label_weight=args.pseudo_label_weight),
+                              pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
+                              gate_lr=args.gate_lr),
             cgp=cgp,
             seeds=args.seeds if args.seeds is not None else (args.seed,),
         )

@@ -28,6 +28,10 @@ class TrainConfig:
         seed: seeds parameter init, dropout and every random choice of the run.
         pseudo_label_weight: weight of the self-training term on unlabelled nodes (see
             :meth:`TrainingRun.train_loss`); 0 is plain supervised training.
+        pseudo_label_threshold: only unlabelled nodes predicted with at least this confidence
+            get a pseudo-label.
+        pseudo_label_warmup: epochs over which the pseudo-label weight ramps up linearly from 0.
+        gate_lr: learning rate of edge logits and feature gates (default: ``lr``).
     """
 
     epochs: int = 200
@@ -35,6 +39,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     pseudo_label_weight: float = 0.0
+    pseudo_label_threshold: float = 0.0
+    pseudo_label_warmup: int = 0
+    gate_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -75,6 +82,8 @@ class TrainingRun:
     log: list[dict] = field(default_factory=list)
 
     pseudo_labels: Tensor | None = None
+    pseudo_mask: Tensor | None = None
+    epoch: int = 0
 
     def train_loss(self, logits: Tensor) -> Tensor:
         """Cross-entropy on labelled nodes, plus the weighted pseudo-label term on the others.
@@ -90,9 +99,15 @@ class TrainingRun:
         labelled = self.data.train_mask
         loss = F.cross_entropy(logits[labelled], self.data.y[labelled])
         weight = self.config.pseudo_label_weight
-        if weight > 0 and self.pseudo_labels is not None and bool((~labelled).any()):
-            loss = loss + weight * F.cross_entropy(logits[~labelled], self.pseudo_labels[~labelled])
+        if self.config.pseudo_label_warmup > 0:
+            weight *= min(1.0, self.epoch / self.config.pseudo_label_warmup)
+        if weight > 0 and self.pseudo_mask is not None and bool(self.pseudo_mask.any()):
+            loss = loss + weight * F.cross_entropy(logits[self.pseudo_mask], self.pseudo_labels[self.pseudo_mask])
         return loss
+
+    def set_pseudo_labels(self, logits: Tensor) -> None:
+        confidence, self.pseudo_labels = torch.softmax(logits, -1).max(-1)
+        self.pseudo_mask = ~self.data.train_mask & (confidence >= self.config.pseudo_label_threshold)
 
 
 @dataclass
@@ -115,7 +130,7 @@ def make_optimizer(model: GraphModel, pruner: CoPruner, config: TrainConfig) -> 
     groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     gates = pruner.gate_parameters()
     if gates:
-        groups.append({"params": gates, "weight_decay": 0.0})
+        groups.append({"params": gates, "weight_decay": 0.0, "lr": config.gate_lr or config.lr})
     return torch.optim.Adam(groups, lr=config.lr)
 
 
@@ -144,6 +159,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
     start = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=f"{method.name} {data.name}", disable=not progress, leave=False)
     for epoch in bar:
+        run.epoch = epoch
         method.on_epoch_start(run, epoch)
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -155,7 +171,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         optimizer.step()
         pruner.apply_weight_masks()
         logits, scores = evaluate(model, pruner, data)
-        run.pseudo_labels = logits.argmax(-1)
+        run.set_pseudo_labels(logits)
         history.append({"epoch": epoch, "loss": float(loss.detach()), **scores})
         if method.selectable(epoch) and (best is None or scores["val"] > best["val"]):
             best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),

@@ -22,9 +22,9 @@ class CGPConfig:
     """
 
     targets: PruneTargets = field(default_factory=PruneTargets)
-    prune_start: int = 0
-    prune_end: int = 100
-    update_every: int = 5
+    prune_start: int = 10
+    prune_end: int = 150
+    update_every: int = 10
     regrow_fraction: float = 0.3
 
     def __post_init__(self) -> None:

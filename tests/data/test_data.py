@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from gnnprune.data import CSBMConfig, DataNotFoundError, csbm, data_roots, load_dataset, parse_synthetic
+from gnnprune.data.paths import find
+
+
+def test_cora_and_citeseer_public_split(cora):
+    assert (cora.num_nodes, cora.edges.num_edges, cora.num_features, cora.num_classes) == (2708, 5278, 1433, 7)
+    assert cora.split_sizes() == {"train": 140, "val": 500, "test": 1000}
+    citeseer = load_dataset("citeseer")
+    assert (citeseer.num_nodes, citeseer.num_features, citeseer.num_classes) == (3327, 3703, 6)
+    assert citeseer.split_sizes() == {"train": 120, "val": 500, "test": 1000}
+    assert torch.allclose(cora.x.sum(1), torch.ones(2708))  # row-normalised
+
+
+def test_csbm_has_requested_size_and_homophily():
+    data = csbm(CSBMConfig(num_nodes=3000, num_classes=4, avg_degree=8, homophily=0.7, seed=3))
+    u, v = data.edges.edges
+    assert data.num_nodes == 3000 and data.num_classes == 4
+    assert abs(data.edges.num_edges - 12000) < 400  # duplicates and self-loops removed
+    assert (data.y[u] == data.y[v]).float().mean() == pytest.approx(0.7, abs=0.03)
+    assert data.split_sizes() == {"train": 80, "val": 500, "test": 1000}
+    again = csbm(CSBMConfig(num_nodes=3000, num_classes=4, avg_degree=8, homophily=0.7, seed=3))
+    assert torch.equal(again.edges.edges, data.edges.edges) and torch.equal(again.x, data.x)
+
+
+def test_parse_synthetic():
+    assert parse_synthetic("synthetic:num_nodes=500,homophily=0.6") == CSBMConfig(num_nodes=500, homophily=0.6)
+    with pytest.raises(ValueError, match="bad synthetic option"):
+        parse_synthetic("synthetic:size=5")
+    with pytest.raises(ValueError, match="homophily"):
+        parse_synthetic("synthetic:homophily=2")
+
+
+def test_data_root_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("GNNPRUNE_DATA", str(tmp_path / "env"))
+    roots = [str(p) for p in data_roots(tmp_path / "arg")]
+    assert roots == [str(tmp_path / "arg"), str(tmp_path / "env"), "data", "../shared/data"]
+    found = tmp_path / "env" / "Planetoid" / "Cora" / "raw"
+    found.mkdir(parents=True)
+    (found / "probe").write_text("")
+    assert find("Planetoid/Cora/raw", "probe", tmp_path / "arg") == found
+    with pytest.raises(DataNotFoundError, match="tried"):
+        find("Planetoid/Nope/raw", "probe", tmp_path / "arg")

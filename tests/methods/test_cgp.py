@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from gnnprune.copruning import CoPruner, PruneTargets
+from gnnprune.masks import kept_count
+from gnnprune.methods import CGP, CGPConfig, Dense
+from gnnprune.nn import GCN
+from gnnprune.training import TrainConfig, train
+
+
+def _run(data, targets, epochs=60, seed=0, hidden=32, **cgp):
+    torch.manual_seed(seed)
+    model = GCN(data.num_features, hidden, data.num_classes)
+    pruning = not targets.is_dense
+    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning)
+    method = CGP(CGPConfig(targets, **cgp)) if pruning else Dense()
+    result = train(model, data, pruner, method, TrainConfig(epochs=epochs, seed=seed, pseudo_label_weight=0.3,
+                                                                     pseudo_label_warmup=epochs // 4, gate_lr=0.1),
+                   progress=False)
+    return result, pruner
+
+
+def test_cgp_on_synthetic_reaches_exact_sparsities_and_learns(small_csbm):
+    targets = PruneTargets(weights=0.8, edges=0.5, features=0.5)
+    result, pruner = _run(small_csbm, targets, prune_start=5, prune_end=30, update_every=5)
+    e = pruner.engine
+    assert e.site("edges").live == kept_count(small_csbm.edges.num_edges, 0.5)
+    assert e.site("features").live == kept_count(small_csbm.num_features, 0.5)
+    for site in e.sites("weight"):
+        assert site.live == kept_count(site.numel, 0.8)
+    assert result.best_epoch >= 30
+    assert result.test > 0.7  # chance is 1/3
+    assert len(result.updates) == 6
+
+
+def test_selection_waits_for_final_masks(small_csbm):
+    with pytest.raises(ValueError, match="prune_end"):
+        _run(small_csbm, PruneTargets(weights=0.5), epochs=20, prune_end=20)
+
+
+def test_cora_cgp_short_run_reaches_targets_exactly(cora):
+    targets = PruneTargets(weights=0.9, edges=0.5, features=0.5)
+    result, pruner = _run(cora, targets, epochs=60, hidden=64, prune_start=2, prune_end=30, update_every=4)
+    report = pruner.sparsity_report()
+    assert report["kept_edges"] == 5278 - round(0.5 * 5278)
+    assert report["kept_features"] == 1433 - round(0.5 * 1433)
+    for name, entry in report["per_weight"].items():
+        assert entry["live"] == entry["entries"] - round(0.9 * entry["entries"])
+    # the input layer's live weights all sit in kept feature rows
+    w = report["per_weight"]["convs.0.lin.weight"]
+    assert w["effective_live_elements"] == w["live"]
+    assert result.test > 0.70
+
+
+def test_dense_cora_accuracy_floor(cora):
+    result, _ = _run(cora, PruneTargets(), epochs=100, hidden=64)
+    assert result.test > 0.78

@@ -1,0 +1,45 @@
+import torch
+
+from gnnprune.sparse import CSRPattern, SparseMatrix, dropout
+
+
+def _random_sparse(n_rows=7, n_cols=5, nnz=15, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    row = torch.randint(0, n_rows, (nnz,), generator=g)
+    col = torch.randint(0, n_cols, (nnz,), generator=g)
+    values = torch.randn(nnz, generator=g, dtype=torch.float64)
+    pattern, order = CSRPattern.from_coo(row, col, (n_rows, n_cols))
+    return pattern, values[order]
+
+
+def test_matmul_and_gradients_match_dense():
+    pattern, values = _random_sparse()
+    values.requires_grad_(True)
+    scale = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    out = SparseMatrix(pattern, values, scale) @ x
+    dense = pattern.to_dense(values) * scale
+    expected = dense @ x
+    assert torch.allclose(out, expected)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (values, scale, x), upstream)
+    expected_grads = torch.autograd.grad(expected, (values, scale, x), upstream)
+    for got, want in zip(grads, expected_grads):
+        assert torch.allclose(got, want)
+
+
+def test_duplicate_coordinates_add_up():
+    pattern, order = CSRPattern.from_coo(torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0]), (2, 2))
+    values = torch.tensor([1.0, 2.0, 5.0])[order]
+    assert torch.equal(SparseMatrix(pattern, values).to_dense(), torch.tensor([[0.0, 3.0], [5.0, 0.0]]))
+
+
+def test_sparse_dropout_touches_only_stored_values():
+    pattern, values = _random_sparse(nnz=2000, n_rows=100, n_cols=100)
+    m = SparseMatrix(pattern, values.float())
+    torch.manual_seed(0)
+    dropped = dropout(m, 0.5, training=True)
+    kept = dropped.values != 0
+    assert 0.4 < kept.float().mean() < 0.6
+    assert torch.allclose(dropped.values[kept], 2 * m.values[kept])
+    assert dropout(m, 0.5, training=False) is m
