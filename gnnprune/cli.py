@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2,3,4 (adds mean ± std)")
     p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
     p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--download", action="store_true",
+                   help="download a public data set that is under no data root (needs a network)")
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=_positive_int, default=256, help="hidden width")
     g.add_argument("--layers", type=_positive_int, default=2, help="number of graph layers")
@@ -169,7 +171,7 @@ def _prune(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     try:
         check_new_folder(args.out)
-        data = load_dataset(args.dataset, args.data_root)
+        data = load_dataset(args.dataset, args.data_root, download=args.download)
     except (DataNotFoundError, OutputExistsError) as exc:
         raise UsageError(str(exc)) from None
     if args.threads:

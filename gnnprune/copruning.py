@@ -115,10 +115,14 @@ class CoPruner:
         """Rebuild kept-edge and kept-feature structures and zero dead weights (after mask changes)."""
         self._edges = self.edge_set.select(self.engine.mask(EDGES))
         self._features = self.node_features.select(self.engine.mask(FEATURES))
+        self._weight_masks = {name: self._element_mask(name) for name in self.weights}
         self.apply_weight_masks()
 
     def weight_mask(self, name: str) -> Tensor:
         """Keep-mask over the elements of weight ``name``; rows of pruned features are dead too."""
+        return self._weight_masks[name]
+
+    def _element_mask(self, name: str) -> Tensor:
         param = self.weights[name]
         mask = self.engine.mask(WEIGHT_PREFIX + name)
         if self.granularity is WeightGranularity.OUTPUT:

@@ -33,11 +33,11 @@ def check_dataset_name(name: str) -> None:
         parse_synthetic(name)
 
 
-def load_dataset(name: str, data_root=None) -> GraphData:
-    """Load a data set by name (see :data:`DATASETS`)."""
+def load_dataset(name: str, data_root=None, download: bool = False) -> GraphData:
+    """Load a data set by name (see :data:`DATASETS`); ``download`` allows fetching public data."""
     check_dataset_name(name)
     if name in ("cora", "citeseer"):
-        return load_planetoid(name, data_root)
+        return load_planetoid(name, data_root, download)
     return csbm(parse_synthetic(name))
 
 

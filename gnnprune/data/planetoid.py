@@ -8,22 +8,32 @@ import torch
 
 from ..graph import EdgeSet
 from .graph_data import GraphData
-from .paths import cache_dir, find
+from .paths import DataNotFoundError, cache_dir, find
 
 _NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
 
 
-def load_planetoid(name: str, data_root=None) -> GraphData:
+def load_planetoid(name: str, data_root=None, download: bool = False) -> GraphData:
     """Load a Planetoid data set from ``<root>/Planetoid/<Name>/raw``.
 
     The raw files are copied into the cache before PyG processes them, so a read-only data
     folder stays untouched. Features are row-normalised (as in the GCN paper).
+
+    Args:
+        download: if the files are under no data root, let PyG download them into the cache
+            (needs a network); otherwise a missing data set raises :class:`DataNotFoundError`.
     """
     pyg_name = _NAMES[name]
-    raw = find(f"Planetoid/{pyg_name}/raw", f"ind.{pyg_name.lower()}.graph", data_root, what=f"{name} (Planetoid raw files)")
+    probe = f"ind.{pyg_name.lower()}.graph"
     root = cache_dir(data_root) / "Planetoid"
     target = root / pyg_name / "raw"
-    if not (target / f"ind.{pyg_name.lower()}.graph").exists():
+    try:
+        raw = find(f"Planetoid/{pyg_name}/raw", probe, data_root, what=f"{name} (Planetoid raw files)")
+    except DataNotFoundError as exc:
+        if not download:
+            raise DataNotFoundError(f"{exc}; pass --download to fetch it where there is a network") from None
+        raw = target
+    if not (target / probe).exists() and raw != target:
         target.mkdir(parents=True, exist_ok=True)
         for file in raw.iterdir():
             shutil.copy2(file, target / file.name)
