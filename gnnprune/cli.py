@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-sparsity", type=_sparsity, default=0.0, help="fraction of weights removed in every layer")
     p.add_argument("--edge-sparsity", type=_sparsity, default=0.0, help="fraction of undirected edges removed")
     p.add_argument("--feature-sparsity", type=_sparsity, default=0.0, help="fraction of input feature columns removed")
-    p.add_argument("--epochs", type=_positive_int, default=200)
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default: the model's, 200 for gcn)")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=_non_negative_int, default=0)
     seeds.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2,3,4 (adds mean ± std)")
@@ -100,13 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
     p.add_argument("--download", action="store_true",
                    help="download a public data set that is under no data root (needs a network)")
-    g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=_positive_int, default=256, help="hidden width")
-    g.add_argument("--layers", type=_positive_int, default=2, help="number of graph layers")
-    g.add_argument("--dropout", type=_sparsity, default=0.5, help="dropout probability")
+    g = p.add_argument_group("model (defaults: the model's usual hyperparameters)")
+    g.add_argument("--hidden", type=_positive_int, help="hidden width")
+    g.add_argument("--layers", type=_positive_int, help="number of graph layers")
+    g.add_argument("--dropout", type=_sparsity, help="dropout probability")
+    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model-specific option, e.g. K=10 or alpha=0.1 (repeatable)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=_non_negative_float, default=0.01)
-    g.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    g.add_argument("--lr", type=_non_negative_float, help="learning rate (default: the model's)")
+    g.add_argument("--weight-decay", type=_non_negative_float, help="weight decay (default: the model's)")
     g.add_argument("--pseudo-label-weight", type=_non_negative_float, default=0.3,
                    help="weight of the self-training term on unlabelled nodes (0: plain supervised)")
     g.add_argument("--pseudo-label-warmup", type=_non_negative_int,
@@ -130,15 +132,17 @@ def _config_from_args(args: argparse.Namespace):
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
     from .methods import CGPConfig
-    from .nn import MODELS
+    from .nn import model_spec
     from .training import TrainConfig
 
-    if args.model not in MODELS:
-        raise UsageError(f"unknown model {args.model!r}; choose from {', '.join(sorted(MODELS))}")
     try:
+        spec = model_spec(args.model)
         check_dataset_name(args.dataset)
+        options = _options(args.option)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    args.epochs = pick(args.epochs, spec.epochs)
     start = args.prune_start if args.prune_start is not None else args.epochs // 20
     end = args.prune_end if args.prune_end is not None else 3 * args.epochs // 4
     warmup = args.pseudo_label_warmup if args.pseudo_label_warmup is not None else args.epochs // 4
@@ -150,8 +154,10 @@ def _config_from_args(args: argparse.Namespace):
             cgp.check_epochs(args.epochs)
         return ExperimentConfig(
             dataset=args.dataset,
-            model=ModelConfig(args.model, args.hidden, args.layers, args.dropout),
-            train=TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+            model=ModelConfig(args.model, pick(args.hidden, spec.hidden_channels), pick(args.layers, spec.num_layers),
+                              pick(args.dropout, spec.dropout), {**spec.options, **options}),
+            train=TrainConfig(epochs=args.epochs, lr=pick(args.lr, spec.lr),
+                              weight_decay=pick(args.weight_decay, spec.weight_decay),
                               pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
                               gate_lr=args.gate_lr),
             cgp=cgp,
@@ -159,6 +165,28 @@ def _config_from_args(args: argparse.Namespace):
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _options(items: list[str]) -> dict:
+    """``["K=10", "alpha=0.1", "concat=false"]`` -> ``{"K": 10, "alpha": 0.1, "concat": False}``."""
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"bad --option {item!r}; use KEY=VALUE")
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            options[key] = lowered == "true"
+            continue
+        for cast in (int, float):
+            try:
+                options[key] = cast(text)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = text
+    return options
 
 
 def _prune(args: argparse.Namespace) -> int:

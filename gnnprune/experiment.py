@@ -26,6 +26,7 @@ class ModelConfig:
     hidden_channels: int = 256
     num_layers: int = 2
     dropout: float = 0.5
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.hidden_channels < 1 or self.num_layers < 1:
@@ -56,7 +57,8 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
     """Train one seed; returns ``(metrics, artifacts)`` (artifacts: tensors to save)."""
     torch.manual_seed(seed)
     m = config.model
-    model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout)
+    model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
+                        **m.options)
     pruning = config.method == "cgp"
     pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning)
     method = CGP(config.cgp) if pruning else Dense()

@@ -50,7 +50,7 @@ BAD = [
     (["--edge-sparsity", "-0.1"], "sparsity must be in [0, 1)"),
     (["--feature-sparsity", "abc"], "is not a number"),
     (["--epochs", "0"], "must be >= 1"),
-    (["--model", "transformer"], "choose from gcn"),
+    (["--model", "transformer"], "unknown model 'transformer'; choose from "),
     (["--dataset", "pubmed"], "choose from cora, citeseer, synthetic"),
     (["--seeds", "1,1"], "distinct"),
     (["--dataset", "synthetic:nodes=5"], "bad synthetic option"),

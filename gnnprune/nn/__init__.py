@@ -1,22 +1,65 @@
-"""Mask-aware GNNs: each takes ``(x, graph: MaskedGraph)`` and knows nothing of masks."""
+"""Mask-aware GNNs: each takes ``(x, graph: MaskedGraph)`` and knows nothing of masks.
+
+Models are registered by name with their usual hyperparameters; modules are imported
+lazily, so an import error in one model never breaks the others.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from dataclasses import dataclass, field
 
 from .base import GraphModel, Linear
 from .gcn import GCN, GCNConv
 
-MODELS: dict[str, Callable[..., GraphModel]] = {
-    "gcn": GCN,
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model lives and the hyperparameters it is usually trained with.
+
+    Attributes:
+        target: ``"module:Class"`` of the :class:`GraphModel`.
+        hidden_channels, num_layers, dropout: architecture defaults.
+        lr, weight_decay, epochs: training defaults.
+        options: extra keyword arguments of the constructor (e.g. ``K``, ``alpha``, ``heads``).
+    """
+
+    target: str
+    hidden_channels: int = 256
+    num_layers: int = 2
+    dropout: float = 0.5
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    epochs: int = 200
+    options: dict = field(default_factory=dict)
+
+    def load(self) -> type[GraphModel]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "gcn": ModelSpec("gnnprune.nn.gcn:GCN"),
 }
 
 
-def build_model(name: str, in_channels: int, out_channels: int, hidden_channels: int = 256,
-                num_layers: int = 2, dropout: float = 0.5) -> GraphModel:
-    """Build a registered model by name."""
+def model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels, hidden_channels, out_channels, num_layers=num_layers, dropout=dropout)
+    return MODELS[name]
 
 
-__all__ = ["GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "build_model"]
+def build_model(name: str, in_channels: int, out_channels: int, hidden_channels: int | None = None,
+                num_layers: int | None = None, dropout: float | None = None, **options) -> GraphModel:
+    """Build a registered model; unspecified hyperparameters take the model's defaults."""
+    spec = model_spec(name)
+    return spec.load()(
+        in_channels,
+        spec.hidden_channels if hidden_channels is None else hidden_channels,
+        out_channels,
+        num_layers=spec.num_layers if num_layers is None else num_layers,
+        dropout=spec.dropout if dropout is None else dropout,
+        **{**spec.options, **options},
+    )
+
+
+__all__ = ["GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "ModelSpec", "build_model", "model_spec"]
