@@ -111,6 +111,14 @@ def sampled_dot(left: Tensor, right: Tensor, row: Tensor, col: Tensor) -> Tensor
     return out
 
 
+def sampled_matmul(pattern: CSRPattern, left: Tensor, right: Tensor) -> Tensor:
+    """``(left @ right.T)`` at the stored entries of ``pattern``, in pattern order (SDDMM)."""
+    if pattern.nnz == 0:
+        return left.new_zeros(0)
+    like = _csr(pattern.crow, pattern.col, left.new_zeros(pattern.nnz), pattern.shape)
+    return torch.sparse.sampled_addmm(like, left.contiguous(), right.t(), beta=0.0).values()
+
+
 class _SparseMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pattern: CSRPattern, values: Tensor, dense: Tensor) -> Tensor:
@@ -127,7 +135,7 @@ class _SparseMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             d = dense if dense.dim() == 2 else dense.unsqueeze(1)
             g = grad_out if grad_out.dim() == 2 else grad_out.unsqueeze(1)
-            grad_values = sampled_dot(g, d.contiguous(), pattern.row, pattern.col)
+            grad_values = sampled_matmul(pattern, g, d)
         if ctx.needs_input_grad[2]:
             shape_t = (pattern.shape[1], pattern.shape[0])
             transpose = _csr(pattern.t_crow, pattern.t_col, values[pattern.t_perm], shape_t)

@@ -18,6 +18,7 @@ class CSBMConfig:
         num_classes: classes (balanced).
         num_features: feature dimension.
         avg_degree: expected degree.
+        num_edges: if > 0, exactly this many undirected edges (overrides ``avg_degree``).
         homophily: probability that an edge joins two nodes of the same class.
         signal: distance of the class means in units of the noise std (feature informativeness).
         train_per_class, num_val, num_test: Planetoid-style split.
@@ -28,6 +29,7 @@ class CSBMConfig:
     num_classes: int = 5
     num_features: int = 64
     avg_degree: float = 4.0
+    num_edges: int = 0
     homophily: float = 0.8
     signal: float = 1.0
     train_per_class: int = 20
@@ -42,6 +44,8 @@ class CSBMConfig:
             raise ValueError(f"homophily must be in [0, 1], got {self.homophily}")
         if self.avg_degree <= 0:
             raise ValueError(f"avg_degree must be > 0, got {self.avg_degree}")
+        if not 0 <= self.num_edges <= self.num_nodes * (self.num_nodes - 1) // 4:
+            raise ValueError(f"num_edges must be in [0, n(n-1)/4] for a sparse graph, got {self.num_edges}")
 
 
 def csbm(config: CSBMConfig = CSBMConfig()) -> GraphData:
@@ -55,7 +59,8 @@ def csbm(config: CSBMConfig = CSBMConfig()) -> GraphData:
     n, c = config.num_nodes, config.num_classes
     y = torch.randint(0, c, (n,), generator=g)
     by_class = [torch.nonzero(y == k).view(-1) for k in range(c)]
-    m = int(round(config.avg_degree * n / 2))
+    exact = config.num_edges > 0
+    m = int(config.num_edges * 1.02) + 16 if exact else int(round(config.avg_degree * n / 2))
     src = torch.randint(0, n, (m,), generator=g)
     same = torch.rand(m, generator=g) < config.homophily
     shift = torch.randint(1, c, (m,), generator=g)
@@ -67,12 +72,18 @@ def csbm(config: CSBMConfig = CSBMConfig()) -> GraphData:
             dst[pick] = src[pick]
             continue
         dst[pick] = by_class[k][torch.randint(0, by_class[k].numel(), (int(pick.sum()),), generator=g)]
+    edges = EdgeSet.from_edge_index(torch.stack([src, dst]), n)
+    if exact:
+        if edges.num_edges < config.num_edges:
+            raise ValueError(f"could not draw {config.num_edges} distinct edges on {n} nodes")
+        chosen = torch.randperm(edges.num_edges, generator=g)[:config.num_edges].sort().values
+        edges = EdgeSet(edges.edges[:, chosen], n)
     means = torch.randn(c, config.num_features, generator=g)
     means = means / means.norm(dim=1, keepdim=True) * (config.signal / 2 ** 0.5)
     x = means[y] + torch.randn(n, config.num_features, generator=g)
     train, val, test = per_class_split(y, c, config.train_per_class, config.num_val, config.num_test, g)
     return GraphData(
-        name="csbm", x=x, edges=EdgeSet.from_edge_index(torch.stack([src, dst]), n), y=y,
+        name="csbm", x=x, edges=edges, y=y,
         train_mask=train, val_mask=val, test_mask=test, num_classes=c,
         info={"generator": "csbm", **{k: getattr(config, k) for k in config.__dataclass_fields__}},
     )

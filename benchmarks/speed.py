@@ -1,0 +1,278 @@
+"""Speed and memory of masked propagation at ogbn-arxiv size.
+
+Measures, on a synthetic graph of ogbn-arxiv's size (169,343 nodes, 1,166,243 undirected
+edges, 128 features, 40 classes), with a fixed number of CPU threads:
+
+* our dense GCN training epoch vs PyG's default ``GCNConv`` model of the same shape;
+* a CGP training epoch (learned edge weights and feature gates, plus its share of mask
+  updates: one probe + update every ``update_every`` epochs) vs our dense epoch;
+* inference with 20% of the edges kept vs dense inference, for GCN, APPNP, SGC and GAT;
+* peak resident memory of each measurement (each runs in a fresh subprocess).
+
+Every figure is a median over repeats; all ratios come from one invocation.
+
+    python -m benchmarks.speed --out results/speed            # full run (~15 min on 2 cores)
+    python -m benchmarks.speed --out /tmp/speed --quick       # small graph, smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ARXIV = dict(num_nodes=169_343, num_edges=1_166_243, num_features=128, num_classes=40)
+QUICK = dict(num_nodes=5_000, num_edges=30_000, num_features=32, num_classes=5)
+INFERENCE_MODELS = ("gcn", "appnp", "sgc", "gat")
+
+
+def _graph(cache: Path, quick: bool):
+    from gnnprune.data import CSBMConfig, csbm
+    from gnnprune.data.graph_data import GraphData
+    from gnnprune.graph import EdgeSet
+
+    sizes = QUICK if quick else ARXIV
+    if cache.exists():
+        s = torch.load(cache, weights_only=True)
+        return GraphData("csbm-arxiv-size", s["x"], EdgeSet(s["edges"], s["x"].size(0)), s["y"], s["train"],
+                         s["val"], s["test"], int(s["num_classes"]))
+    data = csbm(CSBMConfig(**sizes, avg_degree=14.0, homophily=0.65, signal=1.0, train_per_class=20,
+                           num_val=min(5000, sizes["num_nodes"] // 5), num_test=min(10000, sizes["num_nodes"] // 4)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"x": data.x, "edges": data.edges.edges, "y": data.y, "train": data.train_mask, "val": data.val_mask,
+                "test": data.test_mask, "num_classes": data.num_classes}, cache)
+    return data
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up (builds cached patterns)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _train_step(model, x_fn, graph_fn, loss_fn, optimizer, after=None):
+    def step():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x_fn(), graph_fn())).backward()
+        if after is not None:
+            after[0]()
+        optimizer.step()
+        if after is not None:
+            after[1]()
+    return step
+
+
+def task_pyg_gcn(data, repeats):
+    import torch.nn.functional as F
+    from torch_geometric.nn import GCNConv
+
+    class PygGCN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = GCNConv(data.num_features, 256)
+            self.conv2 = GCNConv(256, data.num_classes)
+
+        def forward(self, x, edge_index):
+            x = F.dropout(x, 0.5, self.training)
+            x = F.relu(self.conv1(x, edge_index))
+            return self.conv2(F.dropout(x, 0.5, self.training), edge_index)
+
+    model = PygGCN()
+    edge_index = data.edges.directed()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    loss = lambda out: F.cross_entropy(out[data.train_mask], data.y[data.train_mask])  # noqa: E731
+    step = _train_step(model, lambda: data.x, lambda: edge_index, loss, opt)
+    return {"epoch_s": _timed(step, repeats)}
+
+
+def _ours(data, pruning: bool):
+    import torch.nn.functional as F
+
+    from gnnprune.copruning import CoPruner
+    from gnnprune.nn import build_model
+    from gnnprune.training import TrainConfig, make_optimizer
+
+    torch.manual_seed(0)
+    model = build_model("gcn", data.num_features, data.num_classes, 256, 2, 0.5)
+    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning)
+    opt = make_optimizer(model, pruner, TrainConfig(gate_lr=0.1))
+    loss = lambda out: F.cross_entropy(out[data.train_mask], data.y[data.train_mask])  # noqa: E731
+    step = _train_step(model, pruner.inputs, pruner.graph, loss, opt, (pruner.mask_gradients, pruner.apply_weight_masks))
+    return model, pruner, opt, loss, step
+
+
+def task_dense_gcn(data, repeats):
+    _, _, _, _, step = _ours(data, pruning=False)
+    return {"epoch_s": _timed(step, repeats)}
+
+
+def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
+    from gnnprune.copruning import PruneTargets
+
+    model, pruner, opt, loss, step = _ours(data, pruning=True)
+    start_step = _timed(step, repeats)
+    updates = []
+    final = PruneTargets(*targets)
+    for fraction in (0.5, 1.0):  # an intermediate and the final update
+        t = PruneTargets(final.weights * fraction, final.edges * fraction, final.features * fraction)
+        begin = time.perf_counter()
+        pruner.update(t, 0.1 if fraction < 1 else 0.0, pruner.probe(loss), opt)
+        updates.append(time.perf_counter() - begin)
+    final_step = _timed(step, repeats)
+    return {"epoch_s_all_edges": start_step, "epoch_s_final_masks": final_step, "update_s": updates,
+            "targets": list(targets), "kept_edges": pruner.kept_edges()}
+
+
+def task_inference(data, repeats, model_name: str, edge_keep: float):
+    from gnnprune.copruning import CoPruner
+    from gnnprune.nn import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_name, data.num_features, data.num_classes).eval()
+    pruner = CoPruner(model, data)
+    if edge_keep < 1.0:
+        g = torch.Generator().manual_seed(0)
+        n = data.edges.num_edges
+        pruner.engine.prune("edges", n - round(edge_keep * n), torch.rand(n, generator=g))
+        pruner.refresh()
+
+    @torch.no_grad()
+    def forward():
+        model(pruner.inputs(), pruner.graph())
+
+    return {"inference_s": _timed(forward, repeats), "kept_edges": pruner.kept_edges()}
+
+
+def _run_task(args) -> dict:
+    torch.set_num_threads(args.threads)
+    data = _graph(Path(args.cache), args.quick)
+    name = args.task
+    if name == "pyg_gcn":
+        result = task_pyg_gcn(data, args.repeats)
+    elif name == "dense_gcn":
+        result = task_dense_gcn(data, args.repeats)
+    elif name == "cgp_gcn":
+        result = task_cgp_gcn(data, args.repeats)
+    else:
+        model_name, keep = name.split("@")
+        result = task_inference(data, args.repeats, model_name, float(keep))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _tasks() -> list[str]:
+    tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn"]
+    for model in INFERENCE_MODELS:
+        tasks += [f"{model}@1.0", f"{model}@0.2"]
+    return tasks
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("results/speed"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small graph (smoke test)")
+    parser.add_argument("--cache", type=Path, help="graph cache file (default: data/cache/bench/<size>.pt)")
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.cache = args.cache or Path("data/cache/bench") / ("quick.pt" if args.quick else "arxiv.pt")
+    if args.task:
+        print(json.dumps(_run_task(args)))
+        return 0
+
+    from tqdm.auto import tqdm
+
+    from gnnprune.io import atomic_write_bytes, atomic_write_json
+
+    _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
+    results = {}
+    for task in tqdm(_tasks(), desc="speed"):
+        cmd = [sys.executable, "-m", "benchmarks.speed", "--task", task, "--threads", str(args.threads),
+               "--repeats", str(args.repeats), "--cache", str(args.cache)] + (["--quick"] if args.quick else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            results[task] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            continue
+        results[task] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = summarize(results, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "speed.json", report)
+    atomic_write_bytes(args.out / "speed.md", markdown(report).encode())
+    print(markdown(report))
+    return 0
+
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(results: dict, args) -> dict:
+    def med(task, key):
+        entry = results.get(task, {})
+        return _median(entry[key]) if key in entry else float("nan")
+
+    dense = med("dense_gcn", "epoch_s")
+    cgp_step_all = med("cgp_gcn", "epoch_s_all_edges")
+    cgp_step_final = med("cgp_gcn", "epoch_s_final_masks")
+    update = _median(results.get("cgp_gcn", {}).get("update_s", []))
+    every = 10
+    ratios = {
+        "pyg_over_ours_dense_epoch": med("pyg_gcn", "epoch_s") / dense,
+        "cgp_epoch_all_edges_over_dense": (cgp_step_all + update / every) / dense,
+        "cgp_epoch_final_masks_over_dense": (cgp_step_final + update / every) / dense,
+    }
+    for model in INFERENCE_MODELS:
+        ratios[f"{model}_inference_20pct_edges_over_dense"] = med(f"{model}@0.2", "inference_s") / med(f"{model}@1.0", "inference_s")
+    return {
+        "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
+        "graph": QUICK if args.quick else ARXIV,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "update_every": every,
+        "medians_s": {
+            "ours_dense_epoch": dense, "pyg_gcnconv_epoch": med("pyg_gcn", "epoch_s"),
+            "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
+            **{f"{m}_inference_dense": med(f"{m}@1.0", "inference_s") for m in INFERENCE_MODELS},
+            **{f"{m}_inference_20pct_edges": med(f"{m}@0.2", "inference_s") for m in INFERENCE_MODELS},
+        },
+        "ratios": ratios,
+        "peak_rss_mb": {task: r.get("peak_rss_mb") for task, r in results.items()},
+        "errors": {task: r["error"] for task, r in results.items() if "error" in r},
+        "raw": results,
+    }
+
+
+def markdown(report: dict) -> str:
+    m, r = report["medians_s"], report["ratios"]
+    lines = [f"# Speed at {'quick' if report['graph'] is QUICK else 'ogbn-arxiv'} size",
+             "", f"`{report['command']}` — {report['graph']}, {report['threads']} threads, "
+             f"medians of {report['repeats']} repeats.", "",
+             "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]
+    rss = report["peak_rss_mb"]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines.append(f"| our dense GCN epoch | {fmt(m['ours_dense_epoch'])} | 1 | {fmt(rss.get('dense_gcn'))} |")
+    lines.append(f"| PyG default GCNConv epoch | {fmt(m['pyg_gcnconv_epoch'])} | {fmt(r['pyg_over_ours_dense_epoch'])}× ours | {fmt(rss.get('pyg_gcn'))} |")
+    lines.append(f"| CGP epoch, all edges kept (+ update share) | {fmt(m['cgp_step_all_edges'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_all_edges_over_dense'])}× dense | {fmt(rss.get('cgp_gcn'))} |")
+    lines.append(f"| CGP epoch, final masks (+ update share) | {fmt(m['cgp_step_final_masks'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_final_masks_over_dense'])}× dense | |")
+    for model in INFERENCE_MODELS:
+        lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
+        lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")
+    if report["errors"]:
+        lines += ["", "Failed measurements: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

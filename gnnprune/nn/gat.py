@@ -1,0 +1,148 @@
+"""Graph attention network (Veličković et al., ICLR 2018) over kept, weighted edges."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graph import MaskedGraph
+from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
+from ..sparse import SparseMatrix, dropout, sparse_matmul
+from .base import GraphModel, Linear
+
+_MAX_EXPONENT = 60.0  # caps exp() for zero-weight entries scoring above every live one (probe pass)
+
+
+class GATConv(nn.Module):
+    """One multi-head graph attention layer with edge weights in the softmax.
+
+    For every head, with :math:`h = x W` and the kept edges plus a self-loop per node,
+
+    .. math::
+        e_{ij} = \\mathrm{LeakyReLU}_{0.2}(a_{dst} \\cdot h_i + a_{src} \\cdot h_j), \\qquad
+        \\alpha_{ij} = \\frac{w_{ij} \\exp(e_{ij})}{\\sum_{k} w_{ik} \\exp(e_{ik})}, \\qquad
+        x'_i = \\sum_j \\alpha_{ij} h_j + b
+
+    where :math:`w_{ij}` is the weight of edge :math:`(j \\to i)` (1 without edge weights, 1 for
+    self-loops). An edge of weight 0 adds nothing to the numerator or the denominator, so it is
+    exactly an absent edge (the per-target maximum subtracted for stability is taken over entries
+    of positive weight only). Heads are concatenated (``concat``) or averaged. Aggregation
+    runs on :attr:`EdgeSelection.gcn_pattern` (kept edges + self-loops, cached per edge mask).
+
+    Args:
+        in_channels: input width.
+        out_channels: width of each head.
+        heads: number of attention heads.
+        concat: concatenate heads (output ``heads * out_channels``) rather than average them.
+        negative_slope: slope of the LeakyReLU of the attention scores.
+        attention_dropout: dropout on the attention coefficients while training.
+
+    Shapes:
+        x: ``[N, in_channels]`` (dense or sparse); output ``[N, heads * out_channels]`` if
+        ``concat`` else ``[N, out_channels]``. ``att_src``, ``att_dst``: ``[heads, out_channels]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int = 1, concat: bool = True,
+                 negative_slope: float = 0.2, attention_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads, self.out_channels, self.concat = heads, out_channels, concat
+        self.negative_slope = negative_slope
+        self.attention_dropout = attention_dropout
+        self.lin = Linear(in_channels, heads * out_channels, bias=False)
+        self.att_src = nn.Parameter(Tensor(heads, out_channels))
+        self.att_dst = nn.Parameter(Tensor(heads, out_channels))
+        self.bias = nn.Parameter(Tensor(heads * out_channels if concat else out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+        for att in (self.att_src, self.att_dst):  # Glorot over (heads, out_channels), as in PyG
+            bound = math.sqrt(6.0 / (att.size(0) + att.size(1)))
+            nn.init.uniform_(att, -bound, bound)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        n, heads, channels = graph.num_nodes, self.heads, self.out_channels
+        h = self.lin(x).view(n, heads, channels)
+        pattern, edge_of = graph.selection.gcn_pattern
+        row, col = pattern.row, pattern.col  # target, source of each stored entry
+        score_dst = (h * self.att_dst).sum(-1)  # [N, heads]
+        score_src = (h * self.att_src).sum(-1)
+        e = F.leaky_relu(score_dst[row] + score_src[col], self.negative_slope)  # [nnz, heads]
+        if graph.edge_weight is None:
+            w = None
+            live = e.detach()
+        else:
+            w = torch.cat([graph.edge_weight, graph.edge_weight.new_ones(1)])[edge_of].unsqueeze(1)
+            live = e.detach().masked_fill(w.detach() <= 0, -math.inf)
+        top = torch.full((n, heads), -math.inf, dtype=e.dtype).scatter_reduce(
+            0, row.unsqueeze(1).expand(-1, heads), live, "amax", include_self=True)  # self-loops keep it finite
+        numerator = torch.exp((e - top[row]).clamp_max(_MAX_EXPONENT))
+        if w is not None:
+            numerator = w * numerator
+        denominator = torch.zeros(n, heads, dtype=e.dtype).index_add_(0, row, numerator)
+        alpha = numerator / denominator[row]
+        alpha = F.dropout(alpha, self.attention_dropout, self.training)
+        out = torch.stack([sparse_matmul(pattern, alpha[:, k].contiguous(), h[:, k]) for k in range(heads)], dim=1)
+        out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
+        return out + self.bias
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
+        """Transform (``x W`` and the per-node attention scores) and aggregation MACs.
+
+        Aggregation counts, per stored entry (kept edges both ways + self-loops), one MAC per
+        head for the weighted attention coefficient and one per output channel of every head.
+        """
+        entries = gcn_operator_entries(kept_edges, num_nodes)
+        return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),
+                "aggregation": aggregation_macs(entries, self.heads * self.out_channels)
+                + aggregation_macs(entries, self.heads)}
+
+
+class GAT(GraphModel):
+    """A stack of :class:`GATConv` layers: concatenated heads with ELU, then an averaged output layer.
+
+    Args:
+        in_channels: number of input features.
+        hidden_channels: width of each head of the hidden layers.
+        out_channels: number of classes.
+        num_layers: number of attention layers (>= 1).
+        dropout: dropout probability before every layer (on the stored values of sparse
+            input features).
+        heads: heads of the hidden layers (concatenated).
+        out_heads: heads of the output layer (averaged).
+        attention_dropout: dropout on the attention coefficients.
+        negative_slope: slope of the LeakyReLU of the attention scores.
+    """
+
+    input_weight_names = ("convs.0.lin.weight",)
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, num_layers: int = 2,
+                 dropout: float = 0.6, heads: int = 8, out_heads: int = 1, attention_dropout: float = 0.6,
+                 negative_slope: float = 0.2) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.convs = nn.ModuleList()
+        width = in_channels
+        for _ in range(num_layers - 1):
+            self.convs.append(GATConv(width, hidden_channels, heads, True, negative_slope, attention_dropout))
+            width = heads * hidden_channels
+        self.convs.append(GATConv(width, out_channels, out_heads, False, negative_slope, attention_dropout))
+        self.dropout = dropout
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = conv(dropout(x, self.dropout, self.training), graph)
+            if i < len(self.convs) - 1:
+                x = F.elu(x)
+        return x
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x (heads x width + heads)."""
+        return [{"layer": f"convs.{i}",
+                 **conv.macs(num_nodes, kept_edges, kept_weights[f"convs.{i}.lin.weight"],
+                             kept_weights[f"convs.{i}.att_src"] + kept_weights[f"convs.{i}.att_dst"])}
+                for i, conv in enumerate(self.convs)]

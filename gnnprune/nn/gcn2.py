@@ -1,0 +1,108 @@
+"""GCNII: deep graph convolutions with initial residual and identity mapping (Chen et al., ICML 2020)."""
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graph import MaskedGraph
+from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
+from ..sparse import SparseMatrix, dropout
+from .base import GraphModel, Linear
+
+
+class GCN2Conv(nn.Module):
+    """One GCNII layer at depth :math:`\\ell`.
+
+    .. math::
+        X' = \\big((1 - \\alpha)\\,\\hat{A} X + \\alpha X^{(0)}\\big)
+             \\big((1 - \\beta_\\ell) I + \\beta_\\ell W\\big), \\qquad
+        \\beta_\\ell = \\log\\!\\left(\\frac{\\theta}{\\ell} + 1\\right)
+
+    :math:`\\hat{A}` is the normalised adjacency of the kept edges with self-loops
+    (:meth:`MaskedGraph.gcn_operator`, shared by all layers of a step), :math:`X^{(0)}` the
+    initial representation (initial residual) and :math:`W` the only weight (no bias). A
+    pruned weight shrinks the transform towards the identity map, never to zero.
+
+    Args:
+        channels: input and output width.
+        alpha: strength :math:`\\alpha` of the initial residual.
+        theta: :math:`\\theta` of the identity-mapping strength :math:`\\beta_\\ell`.
+        layer: depth :math:`\\ell \\geq 1` of this layer.
+
+    Shapes:
+        x, x0: ``[N, channels]``; output ``[N, channels]``.
+    """
+
+    def __init__(self, channels: int, alpha: float, theta: float, layer: int) -> None:
+        super().__init__()
+        if layer < 1:
+            raise ValueError(f"layer must be >= 1, got {layer}")
+        self.lin = Linear(channels, channels, bias=False)
+        self.alpha = float(alpha)
+        self.beta = math.log(theta / layer + 1.0)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, x: Tensor, x0: Tensor, graph: MaskedGraph) -> Tensor:
+        h = (1.0 - self.alpha) * (graph.gcn_operator() @ x) + self.alpha * x0
+        return (1.0 - self.beta) * h + self.beta * self.lin(h)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta:.4f}"
+
+
+class GCNII(GraphModel):
+    """Input linear layer, ``num_layers`` :class:`GCN2Conv` layers, output linear layer.
+
+    .. math::
+        H^{(0)} = \\mathrm{ReLU}(X W_{in} + b_{in}), \\qquad
+        H^{(\\ell)} = \\mathrm{ReLU}\\big(\\mathrm{GCN2Conv}_\\ell(H^{(\\ell-1)}, H^{(0)})\\big), \\qquad
+        Z = H^{(L)} W_{out} + b_{out}
+
+    with dropout on the input (on the stored values of sparse features) and before every
+    later layer, as in the authors' code.
+
+    Args:
+        in_channels: number of input features.
+        hidden_channels: width of every GCNII layer.
+        out_channels: number of classes.
+        num_layers: number of GCNII layers :math:`L` (>= 1).
+        dropout: dropout probability.
+        alpha: initial-residual strength.
+        theta: identity-mapping hyperparameter (:math:`\\lambda` in the paper).
+    """
+
+    input_weight_names = ("lin_in.weight",)
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 16, dropout: float = 0.6, alpha: float = 0.1, theta: float = 0.5) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.lin_in = Linear(in_channels, hidden_channels)
+        self.convs = nn.ModuleList(GCN2Conv(hidden_channels, alpha, theta, layer) for layer in range(1, num_layers + 1))
+        self.lin_out = Linear(hidden_channels, out_channels)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        x = x0 = F.relu(self.lin_in(dropout(x, self.dropout, self.training)))
+        for conv in self.convs:
+            x = F.relu(conv(dropout(x, self.dropout, self.training), x0, graph))
+        return self.lin_out(dropout(x, self.dropout, self.training))
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x width for the GCNII layers."""
+        entries = gcn_operator_entries(kept_edges, num_nodes)
+        layers = [{"layer": "lin_in", "transform": transform_macs(kept_weights["lin_in.weight"], num_nodes),
+                   "aggregation": 0}]
+        layers += [{"layer": f"convs.{i}",
+                    "transform": transform_macs(kept_weights[f"convs.{i}.lin.weight"], num_nodes),
+                    "aggregation": aggregation_macs(entries, conv.lin.weight.size(0))}
+                   for i, conv in enumerate(self.convs)]
+        layers.append({"layer": "lin_out", "transform": transform_macs(kept_weights["lin_out.weight"], num_nodes),
+                       "aggregation": 0})
+        return layers

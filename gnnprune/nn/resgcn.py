@@ -1,0 +1,111 @@
+"""ResGCN: a deep stack of residual graph-convolution blocks (Li et al., ICCV 2019; DeepGCNs)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graph import MaskedGraph
+from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
+from ..sparse import SparseMatrix, dropout
+from .base import GraphModel, Linear
+from .gcn import GCNConv
+
+NORMS = ("layer", "batch", "none")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(channels)
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+class ResGCNBlock(nn.Module):
+    """One residual block around a graph convolution.
+
+    .. math::
+        H' = H + \\mathrm{Dropout}\\big(\\mathrm{ReLU}(\\mathrm{Norm}(\\hat{A} H W + b))\\big)
+
+    :math:`\\hat{A}` is the normalised adjacency of the kept edges with self-loops
+    (:meth:`MaskedGraph.gcn_operator`, shared by all blocks of a step). The norm's scale and
+    shift are 1-D, so they are never pruned; a block whose weight is pruned away entirely
+    still passes :math:`H` through.
+
+    Args:
+        channels: input and output width.
+        dropout: dropout probability on the residual branch.
+        norm: ``"layer"`` (LayerNorm), ``"batch"`` (BatchNorm over nodes) or ``"none"``.
+
+    Shapes:
+        x: ``[N, channels]``; output ``[N, channels]``.
+    """
+
+    def __init__(self, channels: int, dropout: float = 0.5, norm: str = "layer") -> None:
+        super().__init__()
+        self.conv = GCNConv(channels, channels)
+        self.norm = _norm(norm, channels)
+        self.dropout = dropout
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+        if hasattr(self.norm, "reset_parameters"):
+            self.norm.reset_parameters()
+
+    def forward(self, x: Tensor, graph: MaskedGraph) -> Tensor:
+        h = F.relu(self.norm(self.conv(x, graph)))
+        return x + dropout(h, self.dropout, self.training)
+
+
+class ResGCN(GraphModel):
+    """Input linear layer, ``num_layers`` :class:`ResGCNBlock` blocks, output linear layer.
+
+    .. math::
+        H^{(0)} = X W_{in} + b_{in}, \\qquad
+        H^{(\\ell)} = \\mathrm{ResGCNBlock}_\\ell(H^{(\\ell-1)}), \\qquad
+        Z = \\mathrm{Dropout}(H^{(L)}) W_{out} + b_{out}
+
+    with dropout on the input features (on the stored values of sparse features).
+
+    Args:
+        in_channels: number of input features.
+        hidden_channels: width of every block.
+        out_channels: number of classes.
+        num_layers: number of residual blocks :math:`L` (>= 1).
+        dropout: dropout probability (input, every residual branch, before the output layer).
+        norm: normalisation inside each block, see :class:`ResGCNBlock`.
+    """
+
+    input_weight_names = ("lin_in.weight",)
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 8, dropout: float = 0.5, norm: str = "layer") -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.lin_in = Linear(in_channels, hidden_channels)
+        self.blocks = nn.ModuleList(ResGCNBlock(hidden_channels, dropout, norm) for _ in range(num_layers))
+        self.lin_out = Linear(hidden_channels, out_channels)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        x = self.lin_in(dropout(x, self.dropout, self.training))
+        for block in self.blocks:
+            x = block(x, graph)
+        return self.lin_out(dropout(x, self.dropout, self.training))
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x width for the blocks."""
+        entries = gcn_operator_entries(kept_edges, num_nodes)
+        layers = [{"layer": "lin_in", "transform": transform_macs(kept_weights["lin_in.weight"], num_nodes),
+                   "aggregation": 0}]
+        layers += [{"layer": f"blocks.{i}",
+                    "transform": transform_macs(kept_weights[f"blocks.{i}.conv.lin.weight"], num_nodes),
+                    "aggregation": aggregation_macs(entries, block.conv.lin.weight.size(1))}
+                   for i, block in enumerate(self.blocks)]
+        layers.append({"layer": "lin_out", "transform": transform_macs(kept_weights["lin_out.weight"], num_nodes),
+                       "aggregation": 0})
+        return layers

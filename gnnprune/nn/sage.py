@@ -1,0 +1,84 @@
+"""GraphSAGE with the mean aggregator (Hamilton et al., NeurIPS 2017) over kept, weighted edges."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graph import MaskedGraph
+from ..macs import aggregation_macs, transform_macs
+from ..sparse import SparseMatrix, dropout
+from .base import GraphModel, Linear
+
+
+class SAGEConv(nn.Module):
+    """One GraphSAGE layer with the (weighted) mean aggregator, :math:`X' = X W_r + M X W_n + b`.
+
+    .. math::
+        x'_i = W_r^\\top x_i + W_n^\\top \\frac{\\sum_{j \\in N(i)} w_{ij} x_j}{\\sum_{j \\in N(i)} w_{ij}} + b
+
+    :math:`M` is :meth:`MaskedGraph.mean_operator` (kept edges, no self-loops; a node without
+    kept neighbours gets a zero mean). An edge of weight 0 is exactly an absent edge. The
+    neighbour transform is applied before aggregating, so aggregation costs the output width.
+
+    Args:
+        in_channels: input width.
+        out_channels: output width.
+
+    Shapes:
+        x: ``[N, in_channels]`` (dense or sparse); output ``[N, out_channels]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.lin_root = Linear(in_channels, out_channels, bias=False)
+        self.lin_neigh = Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(Tensor(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin_root.reset_parameters()
+        self.lin_neigh.reset_parameters()
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        return self.lin_root(x) + graph.mean_operator() @ self.lin_neigh(x) + self.bias
+
+
+class GraphSAGE(GraphModel):
+    """A stack of :class:`SAGEConv` layers with ReLU and dropout.
+
+    Args:
+        in_channels: number of input features.
+        hidden_channels: width of the hidden layers.
+        out_channels: number of classes.
+        num_layers: number of layers (>= 1).
+        dropout: dropout probability before every layer (on the stored values of sparse
+            input features).
+    """
+
+    input_weight_names = ("convs.0.lin_root.weight", "convs.0.lin_neigh.weight")
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int,
+                 num_layers: int = 2, dropout: float = 0.5) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        widths = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
+        self.convs = nn.ModuleList(SAGEConv(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.dropout = dropout
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = conv(dropout(x, self.dropout, self.training), graph)
+            if i < len(self.convs) - 1:
+                x = F.relu(x)
+        return x
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+        """Per-layer MACs: kept root and neighbour weights x nodes, plus mean-operator entries
+        (both directions of each kept edge) x output width."""
+        return [{"layer": f"convs.{i}",
+                 "transform": transform_macs(kept_weights[f"convs.{i}.lin_root.weight"]
+                                             + kept_weights[f"convs.{i}.lin_neigh.weight"], num_nodes),
+                 "aggregation": aggregation_macs(2 * kept_edges, conv.bias.numel())}
+                for i, conv in enumerate(self.convs)]
