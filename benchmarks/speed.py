@@ -238,6 +238,7 @@ def summarize(results: dict, args) -> dict:
     return {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
         "graph": QUICK if args.quick else ARXIV,
+        "size": "quick (smoke test)" if args.quick else "ogbn-arxiv",
         "threads": args.threads,
         "repeats": args.repeats,
         "update_every": every,
@@ -256,7 +257,7 @@ def summarize(results: dict, args) -> dict:
 
 def markdown(report: dict) -> str:
     m, r = report["medians_s"], report["ratios"]
-    lines = [f"# Speed at {'quick' if report['graph'] is QUICK else 'ogbn-arxiv'} size",
+    lines = [f"# Speed at {report['size']} size",
              "", f"`{report['command']}` — {report['graph']}, {report['threads']} threads, "
              f"medians of {report['repeats']} repeats.", "",
              "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]

@@ -72,6 +72,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .copruning import WeightGranularity
     from .data import DATASETS
     from .nn import MODELS
 
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--update-every", type=_positive_int, default=10, help="epochs between mask updates")
     g.add_argument("--regrow-fraction", type=float, default=0.3,
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
+    g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
+                   help="prune single weights or whole output units of each layer")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .copruning import PruneTargets
+    from .copruning import PruneTargets, WeightGranularity
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
     from .methods import CGPConfig
@@ -149,7 +152,8 @@ def _config_from_args(args: argparse.Namespace):
     try:
         cgp = CGPConfig(PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity),
                         prune_start=start, prune_end=end, update_every=args.update_every,
-                        regrow_fraction=args.regrow_fraction)
+                        regrow_fraction=args.regrow_fraction,
+                        weight_granularity=WeightGranularity(args.weight_structure))
         if not cgp.targets.is_dense:
             cgp.check_epochs(args.epochs)
         return ExperimentConfig(

@@ -60,7 +60,8 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
     model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
                         **m.options)
     pruning = config.method == "cgp"
-    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning)
+    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning,
+                      weight_granularity=config.cgp.weight_granularity)
     method = CGP(config.cgp) if pruning else Dense()
     train_config = dataclasses.replace(config.train, seed=seed)
     result = train(model, data, pruner, method, train_config, progress=progress)

@@ -127,7 +127,8 @@ class TrainResult:
 
 
 def make_optimizer(model: GraphModel, pruner: CoPruner, config: TrainConfig) -> torch.optim.Adam:
-    groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+    """Adam over the model (its own parameter groups if it defines them) and the gates (no decay)."""
+    groups = model.param_groups(config.weight_decay)
     gates = pruner.gate_parameters()
     if gates:
         groups.append({"params": gates, "weight_decay": 0.0, "lr": config.gate_lr or config.lr})

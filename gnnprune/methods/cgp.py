@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..copruning import PruneTargets
+from ..copruning import PruneTargets, WeightGranularity
 from ..schedules import CosineDecay, CubicSparsity, update_steps
 
 
@@ -19,6 +19,7 @@ class CGPConfig:
         update_every: epochs between updates.
         regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
             at ``prune_end``).
+        weight_granularity: prune single weights, or whole output units (structured).
     """
 
     targets: PruneTargets = field(default_factory=PruneTargets)
@@ -26,6 +27,7 @@ class CGPConfig:
     prune_end: int = 150
     update_every: int = 10
     regrow_fraction: float = 0.3
+    weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
 
     def __post_init__(self) -> None:
         if self.prune_start < 0 or self.prune_end < self.prune_start:

@@ -39,13 +39,18 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "gcn": ModelSpec("gnnprune.nn.gcn:GCN"),
-    "gat": ModelSpec("gnnprune.nn.gat:GAT", hidden_channels=8, dropout=0.6, lr=0.005, weight_decay=5e-4,
+    "gat": ModelSpec("gnnprune.nn.gat:GAT", hidden_channels=8, dropout=0.6, lr=0.02, weight_decay=5e-4,
                      options={"heads": 8}),
-    "sage": ModelSpec("gnnprune.nn.sage:GraphSAGE", hidden_channels=256, dropout=0.5, lr=0.01, weight_decay=5e-4),
+    "sage": ModelSpec("gnnprune.nn.sage:GraphSAGE", hidden_channels=256, dropout=0.5, lr=0.01, weight_decay=5e-4,
+                      options={"edge_dropout": 0.5}),
     "appnp": ModelSpec("gnnprune.nn.appnp:APPNP", hidden_channels=64, num_layers=2, dropout=0.5, lr=0.01,
                        weight_decay=5e-3, epochs=300, options={"K": 10, "alpha": 0.1, "edge_dropout": 0.0}),
     "sgc": ModelSpec("gnnprune.nn.sgc:SGC", hidden_channels=64, num_layers=1, dropout=0.0, lr=0.2,
                      weight_decay=5e-5, epochs=100, options={"K": 2}),
+    "gcn2": ModelSpec("gnnprune.nn.gcn2:GCNII", hidden_channels=64, num_layers=16, dropout=0.6, lr=0.01,
+                      weight_decay=5e-4, epochs=400, options={"alpha": 0.1, "theta": 0.5, "conv_weight_decay": 0.01}),
+    "resgcn": ModelSpec("gnnprune.nn.resgcn:ResGCN", hidden_channels=64, num_layers=8, dropout=0.6, lr=0.01,
+                        weight_decay=1e-2, epochs=200, options={"norm": "layer"}),
 }
 
 

@@ -57,6 +57,10 @@ class GraphModel(nn.Module):
         """Every weight matrix (2-D parameter); biases are never pruned."""
         return {name: p for name, p in self.named_parameters() if p.dim() >= 2}
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimizer parameter groups; override for per-group decay (e.g. GCNII)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:  # pragma: no cover
         """Per-layer ``{"layer", "transform", "aggregation"}`` MAC counts for the given kept sizes."""
         raise NotImplementedError

@@ -15,7 +15,8 @@ class GCNConv(nn.Module):
 
     :math:`\\hat{A}` is the normalised adjacency of the kept edges with self-loops
     (:meth:`MaskedGraph.gcn_operator`), recomputed from the current edge weights each step and
-    built on a sparsity pattern cached per edge mask.
+    built on a sparsity pattern cached per edge mask. Dense inputs narrower than the output
+    are propagated before the transform, :math:`(\hat{A} X) W`, which costs less.
 
     Args:
         in_channels: input width.
@@ -36,7 +37,18 @@ class GCNConv(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        # (A X) W == A (X W): propagate at the narrower width (dense inputs only).
+        if isinstance(x, Tensor) and self.aggregates_first:
+            return self.lin(graph.gcn_operator() @ x) + self.bias
         return graph.gcn_operator() @ self.lin(x) + self.bias
+
+    @property
+    def aggregates_first(self) -> bool:
+        return self.lin.weight.size(0) < self.lin.weight.size(1)
+
+    @property
+    def propagated_width(self) -> int:
+        return min(self.lin.weight.shape)
 
 
 class GCN(GraphModel):
@@ -74,5 +86,5 @@ class GCN(GraphModel):
         entries = gcn_operator_entries(kept_edges, num_nodes)
         return [{"layer": f"convs.{i}",
                  "transform": transform_macs(kept_weights[f"convs.{i}.lin.weight"], num_nodes),
-                 "aggregation": aggregation_macs(entries, conv.lin.weight.size(1))}
+                 "aggregation": aggregation_macs(entries, conv.propagated_width)}
                 for i, conv in enumerate(self.convs)]

@@ -201,7 +201,7 @@ def test_macs_count_transform_attention_and_aggregation():
 def test_cgp_co_prunes_gat_to_exact_sparsities(small_csbm):
     torch.manual_seed(0)
     data = small_csbm
-    model = GAT(data.num_features, 8, data.num_classes, heads=4)
+    model = GAT(data.num_features, 8, data.num_classes, heads=4, dropout=0.2, attention_dropout=0.2)  # short run
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
     targets = PruneTargets(weights=0.8, edges=0.5, features=0.5)
     method = CGP(CGPConfig(targets, prune_start=5, prune_end=30, update_every=5))
@@ -215,4 +215,4 @@ def test_cgp_co_prunes_gat_to_exact_sparsities(small_csbm):
         assert site.live == kept_count(site.numel, 0.8)
     assert pruner.kept_edges() == kept_count(data.edges.num_edges, 0.5)
     assert result.best_epoch >= 30
-    assert result.test > 0.6  # chance is 1/3
+    assert result.test > 0.7  # chance is 1/3

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch_geometric.nn import GCNConv as PygGCNConv
 
@@ -7,13 +8,15 @@ from gnnprune.nn import GCN
 from tests.conftest import tiny_graph
 
 
-def test_gcn_layer_matches_pyg_gcnconv():
-    data = tiny_graph(num_features=5)
-    model = GCN(5, 4, 3, num_layers=1, dropout=0.0).eval()
-    pyg = PygGCNConv(5, 3)
+@pytest.mark.parametrize("in_channels,out_channels", [(5, 3), (3, 7)])  # transform first / propagate first
+def test_gcn_layer_matches_pyg_gcnconv(in_channels, out_channels):
+    data = tiny_graph(num_features=in_channels)
+    model = GCN(in_channels, 4, out_channels, num_layers=1, dropout=0.0).eval()
+    assert model.convs[0].aggregates_first == (in_channels < out_channels)
+    pyg = PygGCNConv(in_channels, out_channels)
     with torch.no_grad():
         pyg.lin.weight.copy_(model.convs[0].lin.weight.t())
-        pyg.bias.copy_(torch.randn(3))
+        pyg.bias.copy_(torch.randn(out_channels))
         model.convs[0].bias.copy_(pyg.bias)
     ours = model(data.x, MaskedGraph.full(data.edges))
     theirs = pyg(data.x, data.edges.directed())
