@@ -27,7 +27,6 @@ from torch import Tensor
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-_SDDMM_CHUNK = 8192  # edges per chunk: keeps the gathered rows in cache (measured ~4x faster than 128k)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,16 +98,6 @@ def _row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-
-def sampled_dot(left: Tensor, right: Tensor, row: Tensor, col: Tensor) -> Tensor:
-    """``out[k] = <left[row[k]], right[col[k]]>`` computed in cache-sized chunks."""
-    out = torch.empty(row.numel(), dtype=left.dtype, device=left.device)
-    for start in range(0, row.numel(), _SDDMM_CHUNK):
-        part = slice(start, start + _SDDMM_CHUNK)
-        rows = torch.index_select(left, 0, row[part])
-        out[part] = rows.mul_(torch.index_select(right, 0, col[part])).sum(1)
-    return out
 
 
 def sampled_matmul(pattern: CSRPattern, left: Tensor, right: Tensor) -> Tensor:
