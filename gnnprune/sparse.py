@@ -28,7 +28,6 @@ from torch import Tensor
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
-
 @dataclass(frozen=True, eq=False)
 class CSRPattern:
     """Row-compressed sparsity pattern of a matrix and of its transpose.
