@@ -64,7 +64,9 @@ class GCNII(GraphModel):
         Z = H^{(L)} W_{out} + b_{out}
 
     with dropout on the input (on the stored values of sparse features) and before every
-    later layer, as in the authors' code.
+    later layer, as in the authors' code. The paper's Cora model has 64 layers; the registered
+    default is 16 (4x cheaper, same accuracy band). Train with :meth:`param_groups`: the
+    paper's two weight decays matter.
 
     Args:
         in_channels: number of input features.

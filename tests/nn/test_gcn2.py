@@ -124,6 +124,15 @@ def test_prunable_weights_and_input_weights():
     assert set(model.input_weight_names) <= names
 
 
+def test_param_groups_decay_the_deep_layers_apart():
+    model = GCNII(5, 4, 3, num_layers=3, conv_weight_decay=0.01)
+    groups = model.param_groups(5e-4)
+    assert [g["weight_decay"] for g in groups] == [0.01, 5e-4]
+    assert {id(p) for p in groups[0]["params"]} == {id(conv.lin.weight) for conv in model.convs}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+
+
 def test_macs_count_every_layer():
     model = GCNII(10, 4, 3, num_layers=2)
     n, e = 6, 7
