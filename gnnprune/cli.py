@@ -193,7 +193,7 @@ def _options(items: list[str]) -> dict:
 def _prune(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import DataNotFoundError, load_dataset
+    from .data import DataFormatError, DataNotFoundError, load_dataset
     from .experiment import run_experiment
     from .io import OutputExistsError, check_new_folder
 
@@ -201,7 +201,7 @@ def _prune(args: argparse.Namespace) -> int:
     try:
         check_new_folder(args.out)
         data = load_dataset(args.dataset, args.data_root, download=args.download)
-    except (DataNotFoundError, OutputExistsError) as exc:
+    except (DataNotFoundError, DataFormatError, OutputExistsError) as exc:
         raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,7 @@
 """Evaluation metrics behind one contract: ``score = evaluator(logits, y, mask)``."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -19,11 +20,36 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
 EVALUATORS: dict[str, Evaluator] = {"accuracy": accuracy}
 
 
+def ogb_evaluator(name: str) -> Evaluator:
+    """The official ``ogb.nodeproppred.Evaluator`` of data set ``name`` behind our contract.
+
+    Accuracy data sets get arg-max predictions ``[n, 1]``; ROC-AUC data sets (ogbn-proteins)
+    get the raw logits ``[n, T]`` as scores, with ``y`` the ``[n, T]`` 0/1 targets.
+    """
+    from ogb.nodeproppred import Evaluator as OGBEvaluator
+
+    official = OGBEvaluator(name)
+
+    def score(logits: Tensor, y: Tensor, mask: Tensor) -> float:
+        if int(mask.sum()) == 0:
+            return float("nan")
+        y_true, y_pred = y[mask], logits[mask]
+        if official.eval_metric == "acc":
+            y_true, y_pred = y_true.view(-1, 1), y_pred.argmax(-1, keepdim=True)
+        return float(official.eval({"y_true": y_true, "y_pred": y_pred})[official.eval_metric])
+
+    return score
+
+
+@functools.lru_cache(maxsize=None)
 def get_evaluator(metric: str) -> Evaluator:
+    """``"accuracy"`` or ``"ogb:<ogb data set name>"`` -> ``score(logits, y, mask)``."""
+    if metric.startswith("ogb:"):
+        return ogb_evaluator(metric[len("ogb:"):])
     try:
         return EVALUATORS[metric]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(EVALUATORS)}") from None
+        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(EVALUATORS)} or ogb:<name>") from None
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
