@@ -121,10 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
+    _add_minibatch_arguments(p)
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
+    from .minibatch import LOADERS
+
+    g = p.add_argument_group("mini-batch training (for graphs too large for full-batch)")
+    g.add_argument("--batch-size", type=_int_at_least(2),
+                   help="nodes per batch; masks stay global, each batch sees its kept edges and features "
+                        "(default: full-batch)")
+    g.add_argument("--loader", choices=sorted(LOADERS), default="random-nodes",
+                   help="batches: induced subgraphs of random node parts (plain torch)")
+
+
+def _minibatch_config(args: argparse.Namespace):
+    from .minibatch import MiniBatchConfig
+
+    return None if args.batch_size is None else MiniBatchConfig(args.batch_size, args.loader)
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -163,6 +181,7 @@ def _config_from_args(args: argparse.Namespace):
                               gate_lr=args.gate_lr),
             cgp=cgp,
             seeds=args.seeds if args.seeds is not None else (args.seed,),
+            minibatch=_minibatch_config(args),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

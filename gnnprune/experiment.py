@@ -44,6 +44,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cgp: CGPConfig = field(default_factory=CGPConfig)
     seeds: tuple[int, ...] = (0,)
+    minibatch: "MiniBatchConfig | None" = None  # set: train on node batches (gnnprune.minibatch)
 
     @property
     def method(self) -> str:
@@ -60,11 +61,17 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
     model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
                         **m.options)
     pruning = config.method == "cgp"
-    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning,
-                      weight_granularity=config.cgp.weight_granularity)
+    options = dict(learn_edge_weights=pruning, learn_feature_gates=pruning, weight_granularity=config.cgp.weight_granularity)
     method = CGP(config.cgp) if pruning else Dense()
     train_config = dataclasses.replace(config.train, seed=seed)
-    result = train(model, data, pruner, method, train_config, progress=progress)
+    if config.minibatch is None:
+        pruner = CoPruner(model, data, **options)
+        result = train(model, data, pruner, method, train_config, progress=progress)
+    else:
+        from .minibatch import MiniBatchCoPruner, train_minibatch
+
+        pruner = MiniBatchCoPruner(model, data, config.minibatch, seed=seed, **options)
+        result = train_minibatch(model, data, pruner, method, train_config, progress=progress)
     model.load_state_dict(result.model_state)
     pruner.load_state_dict(result.pruner_state)
     metrics = _measure(model, pruner, data, result)

@@ -17,7 +17,24 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
 
 
-EVALUATORS: dict[str, Evaluator] = {"accuracy": accuracy}
+def rocauc(logits: Tensor, y: Tensor, mask: Tensor) -> float:
+    """Mean over tasks of the ROC-AUC of ``logits[:, t]`` against 0/1 ``y[:, t]`` on ``mask`` nodes.
+
+    Rank form (Mann-Whitney), :math:`\\mathrm{AUC} = (\\sum_{i \\in +} r_i - n_+(n_+ + 1)/2) / (n_+ n_-)`;
+    tasks with a single class on ``mask`` are skipped, as in the OGB Evaluator. Ties are not averaged.
+    """
+    scores, target = logits[mask].double(), y[mask].double()
+    ranks = scores.argsort(0).argsort(0).double() + 1
+    positives = target.sum(0)
+    negatives = target.size(0) - positives
+    valid = (positives > 0) & (negatives > 0)
+    if not bool(valid.any()):
+        return float("nan")
+    auc = ((ranks * target).sum(0) - positives * (positives + 1) / 2) / (positives * negatives).clamp_min(1)
+    return float(auc[valid].mean())
+
+
+EVALUATORS: dict[str, Evaluator] = {"accuracy": accuracy, "rocauc": rocauc}
 
 
 def ogb_evaluator(name: str) -> Evaluator:

@@ -47,6 +47,8 @@ class GraphData:
             raise ValueError(f"{self.name}: unknown task {self.task!r}; choose from {', '.join(TASK_LOSSES)}")
         if self.task == "multilabel" and (self.y.dim() != 2 or self.y.size(1) != self.num_classes):
             raise ValueError(f"{self.name}: multi-label y must be [N, {self.num_classes}], got {tuple(self.y.shape)}")
+        if self.task == "multilabel" and self.metric == "accuracy":
+            raise ValueError(f"{self.name}: a multi-label task needs a score metric (rocauc or ogb:<name>), not accuracy")
         n = self.x.size(0)
         if self.edges.num_nodes != n:
             raise ValueError(f"{self.name}: edges are over {self.edges.num_nodes} nodes, features over {n}")

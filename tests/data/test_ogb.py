@@ -104,3 +104,11 @@ def test_master_meta_is_the_installed_row():
     assert (meta["num tasks"], meta["eval metric"], meta["add_inverse_edge"]) == ("112", "rocauc", "True")
     with pytest.raises(ValueError, match="not an OGB node data set"):
         ogb_master_meta("ogbn-nope")
+
+
+def test_our_rocauc_agrees_with_the_ogb_evaluator():
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(50, 112, generator=g) < 0.3).float()
+    logits = torch.randn(50, 112, generator=g) + y
+    mask = torch.ones(50, dtype=torch.bool)
+    assert get_evaluator("rocauc")(logits, y, mask) == pytest.approx(get_evaluator("ogb:ogbn-proteins")(logits, y, mask))
