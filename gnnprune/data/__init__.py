@@ -18,7 +18,7 @@ from .paths import DataNotFoundError, cache_dir, data_roots
 from .planetoid import load_planetoid
 from .synthetic import PRESETS, CSBMConfig, csbm
 
-DATASETS = ("cora", "citeseer", *OGB_NODE_DATASETS, "csv:PATH", "synthetic", "synthetic:arxiv", "synthetic:products")
+DATASETS = ("cora", "citeseer", "synthetic", "synthetic:arxiv", "synthetic:products", *OGB_NODE_DATASETS, "csv:PATH")
 
 
 def parse_synthetic(spec: str) -> CSBMConfig:
