@@ -13,7 +13,7 @@
 
 Each size runs in its own subprocess (peak RSS is per process). A watchdog stops the
 process, recording why, if its RSS passes ``--rss-limit-gb`` or the machine's available
-memory falls under 1 GiB: there is no swap, so stopping beats being killed.
+memory falls under 2 GiB: there is no swap, so stopping beats being killed.
 
     python -m benchmarks.scale --size arxiv --threads 1 --out results/scale
     python -m benchmarks.scale --size products --threads 1 --out results/scale
@@ -61,7 +61,7 @@ def _watchdog(limit_gb: float, report: dict, out: Path) -> None:
     def watch():
         while True:
             rss, available = _rss_gb(), _available_gb()
-            if rss > limit_gb or available < 1.0:
+            if rss > limit_gb or available < 2.0:
                 report["stopped"] = f"watchdog: RSS {rss:.2f} GB, available {available:.2f} GB (limit {limit_gb} GB)"
                 report["peak_rss_gb"] = _peak_gb()
                 out.write_text(json.dumps(report, indent=2) + "\n")
