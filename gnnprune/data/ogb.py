@@ -214,7 +214,8 @@ def load_ogb(name: str, data_root=None, download: bool = False) -> GraphData:
             raise DataNotFoundError(f"{exc}; OGB data sets download with --download where there is a network") from None
         from ogb.nodeproppred import PygNodePropPredDataset
 
-        dataset = PygNodePropPredDataset(name, root=str(work.parent))
+        with torch.serialization.safe_globals(_pyg_safe_globals()):
+            dataset = PygNodePropPredDataset(name, root=str(work.parent))
         return graph_data_from_ogb(dataset, name, {"source": str(work.resolve())})
     if source.resolve() != work.resolve():
         _link_raw(source, work, meta["version"])

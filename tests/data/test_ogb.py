@@ -112,3 +112,22 @@ def test_our_rocauc_agrees_with_the_ogb_evaluator():
     logits = torch.randn(50, 112, generator=g) + y
     mask = torch.ones(50, dtype=torch.bool)
     assert get_evaluator("rocauc")(logits, y, mask) == pytest.approx(get_evaluator("ogb:ogbn-proteins")(logits, y, mask))
+
+
+def test_cli_trains_a_multilabel_ogb_layout_with_the_official_evaluator(tmp_path, monkeypatch):
+    import json
+
+    from gnnprune.cli import main
+
+    monkeypatch.setenv("GNNPRUNE_CACHE", str(tmp_path / "cache"))
+    _proteins_like(tmp_path / "root" / "ogbn_proteins")
+    out = tmp_path / "run"
+    code = main(["prune", "--dataset", "ogbn-proteins", "--data-root", str(tmp_path / "root"), "--epochs", "6",
+                 "--hidden", "8", "--edge-sparsity", "0.4", "--prune-start", "1", "--prune-end", "3",
+                 "--out", str(out), "--no-progress", "--threads", "1"])
+    assert code == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["data"]["metric"] == "ogb:ogbn-proteins" and record["data"]["task"] == "multilabel"
+    assert record["data"]["classes"] == 112
+    run = record["runs"][0]
+    assert 0.0 <= run["test"] <= 1.0 and run["sparsity"]["kept_edges"] == 3  # 5 edges, round(0.4 * 5) removed
