@@ -23,11 +23,11 @@ def _model(in_channels=3, hidden=8, out=2, layers=4, norm="layer", seed=0):
     with torch.no_grad():  # non-trivial biases, norm parameters and running statistics
         for name, p in model.named_parameters():
             if p.dim() == 1:
-                p.uniform_(0.5, 1.5) if name.endswith("norm.weight") else p.normal_(0, 0.3)
-        for block in model.blocks:
-            if isinstance(block.norm, torch.nn.BatchNorm1d):
-                block.norm.running_mean.normal_()
-                block.norm.running_var.uniform_(0.5, 2.0)
+                p.uniform_(0.5, 1.5) if "norm" in name and name.endswith("weight") else p.normal_(0, 0.3)
+        for norm in [*(block.norm for block in model.blocks), model.norm_out]:
+            if isinstance(norm, torch.nn.BatchNorm1d):
+                norm.running_mean.normal_()
+                norm.running_var.uniform_(0.5, 2.0)
     return model.eval()
 
 
@@ -42,9 +42,8 @@ def _reference(model: ResGCN, x, a):
     """The block equations written out densely (eval mode)."""
     h = x @ model.lin_in.weight + model.lin_in.bias
     for block in model.blocks:
-        z = a @ h @ block.conv.lin.weight + block.conv.bias
-        h = h + F.relu(block.norm(z))
-    return h @ model.lin_out.weight + model.lin_out.bias
+        h = h + a @ F.relu(block.norm(h)) @ block.conv.lin.weight + block.conv.bias
+    return F.relu(model.norm_out(h)) @ model.lin_out.weight + model.lin_out.bias
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -169,8 +168,8 @@ def test_cgp_smoke_reaches_exact_sparsities_and_learns(small_csbm):
     data = small_csbm
     model = ResGCN(data.num_features, 32, data.num_classes, num_layers=3, dropout=0.2)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
-    method = CGP(CGPConfig(PruneTargets(weights=0.8, edges=0.3, features=0.3), prune_start=4, prune_end=24,
-                           update_every=5))
+    method = CGP(CGPConfig(prune_start=4, prune_end=24, update_every=5),
+                 PruneTargets(weights=0.8, edges=0.3, features=0.3))
     result = train(model, data, pruner, method,
                    TrainConfig(epochs=40, lr=0.02, seed=0, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1),
                    progress=False)
