@@ -58,6 +58,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -71,6 +81,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from .copruning import WeightGranularity
     from .data import DATASETS
+    from .methods import METHODS
     from .nn import MODELS
 
     parser = _Parser(prog="gnnprune", description=(
@@ -87,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True,
                    help=f"one of {', '.join(DATASETS)}; synthetic takes options: synthetic:num_nodes=5000,homophily=0.7")
     p.add_argument("--model", default="gcn", help=f"one of {', '.join(sorted(MODELS))}")
+    p.add_argument("--method", choices=METHODS,
+                   help="dense; random (random masks fixed from the start); oneshot (train dense, prune by "
+                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); cgp (ours). "
+                        "Default: cgp if any sparsity is > 0, else dense")
     p.add_argument("--weight-sparsity", type=_sparsity, default=0.0, help="fraction of weights removed in every layer")
     p.add_argument("--edge-sparsity", type=_sparsity, default=0.0, help="fraction of undirected edges removed")
     p.add_argument("--feature-sparsity", type=_sparsity, default=0.0, help="fraction of input feature columns removed")
@@ -121,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
+    g = p.add_argument_group("baselines")
+    g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
+    g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
+    g.add_argument("--ugs-weight-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining weights pruned per round")
+    g.add_argument("--ugs-feature-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining features pruned per round")
+    g.add_argument("--ugs-l1", type=_non_negative_float, default=1e-2, help="ugs: L1 coefficient of every soft mask")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -131,7 +152,7 @@ def _config_from_args(args: argparse.Namespace):
     from .copruning import PruneTargets, WeightGranularity
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
-    from .methods import CGPConfig
+    from .methods import CGPConfig, OneShotConfig, UGSConfig
     from .nn import model_spec
     from .training import TrainConfig
 
@@ -146,13 +167,9 @@ def _config_from_args(args: argparse.Namespace):
     start = args.prune_start if args.prune_start is not None else args.epochs // 20
     end = args.prune_end if args.prune_end is not None else 3 * args.epochs // 4
     warmup = args.pseudo_label_warmup if args.pseudo_label_warmup is not None else args.epochs // 4
+    targets = PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity)
+    method = args.method or ("dense" if targets.is_dense else "cgp")
     try:
-        cgp = CGPConfig(PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity),
-                        prune_start=start, prune_end=end, update_every=args.update_every,
-                        regrow_fraction=args.regrow_fraction,
-                        weight_granularity=WeightGranularity(args.weight_structure))
-        if not cgp.targets.is_dense:
-            cgp.check_epochs(args.epochs)
         return ExperimentConfig(
             dataset=args.dataset,
             model=ModelConfig(args.model, pick(args.hidden, spec.hidden_channels), pick(args.layers, spec.num_layers),
@@ -161,7 +178,14 @@ def _config_from_args(args: argparse.Namespace):
                               weight_decay=pick(args.weight_decay, spec.weight_decay),
                               pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
                               gate_lr=args.gate_lr),
-            cgp=cgp,
+            method=method,
+            targets=targets,
+            weight_granularity=WeightGranularity(args.weight_structure),
+            cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
+                          regrow_fraction=args.regrow_fraction),
+            oneshot=OneShotConfig(args.finetune_epochs),
+            ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,
+                          args.ugs_l1, args.ugs_l1, args.ugs_l1),
             seeds=args.seeds if args.seeds is not None else (args.seed,),
         )
     except ValueError as exc:

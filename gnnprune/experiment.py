@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from .copruning import CoPruner, PruneTargets
+from .copruning import CoPruner, PruneTargets, WeightGranularity
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
-from .methods import CGP, CGPConfig, Dense
+from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
+                      fit_ugs, train_once)
 from .metrics import mean_std
 from .nn import build_model
 from .training import TrainConfig, TrainResult, evaluate, train
@@ -37,20 +38,59 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one ``gnnprune prune`` run needs; recorded verbatim in metrics.json."""
+    """Everything one ``gnnprune prune`` run needs; recorded verbatim in metrics.json.
+
+    Attributes:
+        dataset: data set name (see :data:`gnnprune.data.DATASETS`).
+        model: architecture.
+        train: optimisation (the seed field is replaced by each of ``seeds``).
+        method: one of :data:`gnnprune.methods.METHODS`.
+        targets: final sparsity of weights (every layer), edges and features.
+        weight_granularity: prune single weights or whole output units (not UGS: element only).
+        cgp, oneshot, ugs: settings of those methods (the others have none).
+        seeds: one run per seed.
+    """
 
     dataset: str
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method: str = "cgp"
+    targets: PruneTargets = field(default_factory=PruneTargets)
+    weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
     cgp: CGPConfig = field(default_factory=CGPConfig)
+    oneshot: OneShotConfig = field(default_factory=OneShotConfig)
+    ugs: UGSConfig = field(default_factory=UGSConfig)
     seeds: tuple[int, ...] = (0,)
 
-    @property
-    def method(self) -> str:
-        return "dense" if self.cgp.targets.is_dense else "cgp"
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method == "dense" and not self.targets.is_dense:
+            raise ValueError("method dense takes no sparsity targets (all must be 0)")
+        if self.method == "cgp" and not self.targets.is_dense:
+            self.cgp.check_epochs(self.train.epochs)
+        if self.method == "ugs" and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
+            raise ValueError("ugs prunes single weights only (weight granularity 'element')")
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "method": self.method}
+        return dataclasses.asdict(self)
+
+
+def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: TrainConfig,
+               progress: bool = True) -> Fitted:
+    """Train ``model`` under ``config.method``; returns the selected result and its masks."""
+    targets, granularity = config.targets, WeightGranularity(config.weight_granularity)
+    if config.method == "ugs":
+        return fit_ugs(model, data, targets, config.ugs, train_config, progress)
+    if config.method == "oneshot":
+        finetune = config.oneshot.finetune_epochs or train_config.epochs
+        return train_once(OneShot(targets, prune_epoch=train_config.epochs), model, data, train_config,
+                          learn_gates=True, granularity=granularity, epochs=train_config.epochs + finetune,
+                          progress=progress)
+    hooks = {"dense": Dense, "random": lambda: RandomMasks(targets), "cgp": lambda: CGP(config.cgp, targets)}
+    learn_gates = config.method == "cgp" and not targets.is_dense
+    return train_once(hooks[config.method](), model, data, train_config, learn_gates=learn_gates,
+                      granularity=granularity, progress=progress)
 
 
 def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True) -> tuple[dict, dict]:
@@ -59,12 +99,9 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
     m = config.model
     model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
                         **m.options)
-    pruning = config.method == "cgp"
-    pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning,
-                      weight_granularity=config.cgp.weight_granularity)
-    method = CGP(config.cgp) if pruning else Dense()
     train_config = dataclasses.replace(config.train, seed=seed)
-    result = train(model, data, pruner, method, train_config, progress=progress)
+    fitted = fit_method(config, model, data, train_config, progress)
+    result, pruner = fitted.result, fitted.pruner
     model.load_state_dict(result.model_state)
     pruner.load_state_dict(result.pruner_state)
     metrics = _measure(model, pruner, data, result)

@@ -165,6 +165,9 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
+        penalty = getattr(method, "penalty", None)  # optional hook: a regulariser (e.g. UGS's L1)
+        if penalty is not None:
+            loss = loss + penalty(run)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}")
         loss.backward()

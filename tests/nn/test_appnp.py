@@ -168,7 +168,7 @@ def test_cgp_on_synthetic_reaches_exact_sparsities_and_learns(small_csbm):
     model = APPNP(data.num_features, 32, data.num_classes, K=10, alpha=0.1)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
     targets = PruneTargets(weights=0.8, edges=0.5, features=0.5)
-    method = CGP(CGPConfig(targets, prune_start=5, prune_end=30, update_every=5))
+    method = CGP(CGPConfig(prune_start=5, prune_end=30, update_every=5), targets)
     result = train(model, data, pruner, method,
                    TrainConfig(epochs=60, lr=0.01, weight_decay=5e-4, seed=0, pseudo_label_weight=0.3,
                                pseudo_label_warmup=15, gate_lr=0.1), progress=False)

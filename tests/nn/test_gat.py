@@ -204,7 +204,7 @@ def test_cgp_co_prunes_gat_to_exact_sparsities(small_csbm):
     model = GAT(data.num_features, 8, data.num_classes, heads=4, dropout=0.2, attention_dropout=0.2)  # short run
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
     targets = PruneTargets(weights=0.8, edges=0.5, features=0.5)
-    method = CGP(CGPConfig(targets, prune_start=5, prune_end=30, update_every=5))
+    method = CGP(CGPConfig(prune_start=5, prune_end=30, update_every=5), targets)
     result = train(model, data, pruner, method,
                    TrainConfig(epochs=50, lr=0.01, seed=0, pseudo_label_weight=0.3, pseudo_label_warmup=12,
                                gate_lr=0.1), progress=False)

@@ -171,8 +171,8 @@ def test_cgp_smoke_reaches_exact_sparsities_and_learns(small_csbm):
     data = small_csbm
     model = GCNII(data.num_features, 32, data.num_classes, num_layers=3, dropout=0.2)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
-    method = CGP(CGPConfig(PruneTargets(weights=0.8, edges=0.3, features=0.3), prune_start=4, prune_end=24,
-                           update_every=5))
+    method = CGP(CGPConfig(prune_start=4, prune_end=24, update_every=5),
+                 PruneTargets(weights=0.8, edges=0.3, features=0.3))
     result = train(model, data, pruner, method,
                    TrainConfig(epochs=40, lr=0.02, seed=0, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1),
                    progress=False)
