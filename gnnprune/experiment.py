@@ -95,12 +95,23 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
 
 def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True) -> tuple[dict, dict]:
     """Train one seed; returns ``(metrics, artifacts)`` (artifacts: tensors to save)."""
-    torch.manual_seed(seed)
-    m = config.model
-    model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
-                        **m.options)
+    model = build_seed_model(config, data, seed)
     train_config = dataclasses.replace(config.train, seed=seed)
     fitted = fit_method(config, model, data, train_config, progress)
+    return measure_fitted(config, data, seed, model, fitted)
+
+
+def build_seed_model(config: ExperimentConfig, data: GraphData, seed: int):
+    """The model of one seed, initialised under ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    m = config.model
+    return build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
+                       **m.options)
+
+
+def measure_fitted(config: ExperimentConfig, data: GraphData, seed: int, model, fitted: Fitted) -> tuple[dict, dict]:
+    """Load the selected state into ``model`` and measure it; returns ``(metrics, artifacts)``."""
+    m = config.model
     result, pruner = fitted.result, fitted.pruner
     model.load_state_dict(result.model_state)
     pruner.load_state_dict(result.pruner_state)

@@ -4,10 +4,10 @@ from .cgp import CGP, CGPConfig
 from .dense import Dense, FixedMasks
 from .oneshot import OneShot, OneShotConfig
 from .random import RandomMasks
-from .ugs import UGSConfig, fit_ugs
+from .ugs import UGSConfig, fit_ugs, fit_ugs_levels
 
 #: method names accepted by ``--method``
 METHODS = ("dense", "random", "oneshot", "ugs", "cgp")
 
 __all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "METHODS", "OneShot", "OneShotConfig",
-           "RandomMasks", "UGSConfig", "fit_ugs", "train_once"]
+           "RandomMasks", "UGSConfig", "fit_ugs", "fit_ugs_levels", "train_once"]

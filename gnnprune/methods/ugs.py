@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -58,22 +57,32 @@ class UGSConfig:
         if self.round_epochs is not None and self.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {self.round_epochs}")
 
-    def schedule(self, targets: PruneTargets) -> list[PruneTargets]:
-        """Sparsity reached after each round.
+    def schedule(self, targets: PruneTargets, start: PruneTargets | None = None) -> list[PruneTargets]:
+        """Sparsity reached after each round, from ``start`` (default dense) to ``targets``.
 
         Every part loses ``rate`` of its remaining entries per round, capped at its target:
-        :math:`s_r = \\min(t, 1 - (1 - s_{r-1})(1 - \\text{rate}))`, :math:`s_0 = 0`.
+        :math:`s_r = \min(t, 1 - (1 - s_{r-1})(1 - \text{rate}))`.
         """
+        start = start or PruneTargets()
         rates = {"weights": self.weight_rate, "edges": self.edge_rate, "features": self.feature_rate}
-        rounds = max((math.ceil(math.log(1 - getattr(targets, p)) / math.log(1 - r)) for p, r in rates.items()
-                      if getattr(targets, p) > 0), default=0)
-        steps, current = [], {part: 0.0 for part in rates}
-        for _ in range(rounds):
+        for part in rates:
+            if getattr(targets, part) < getattr(start, part):
+                raise ValueError(f"{part}: target {getattr(targets, part)} is below the start {getattr(start, part)}")
+        steps, current = [], {part: getattr(start, part) for part in rates}
+        while any(current[p] < getattr(targets, p) for p in rates):
             current = {p: min(getattr(targets, p), 1 - (1 - current[p]) * (1 - r)) for p, r in rates.items()}
+            if all(getattr(targets, p) - current[p] < 1e-12 for p in rates):
+                current = vars(targets)  # exact targets, free of floating-point drift
             steps.append(PruneTargets(**current))
-        if steps:
-            steps[-1] = targets  # exact targets, free of floating-point drift
         return steps
+
+    def level_schedules(self, levels: list[PruneTargets]) -> list[list[PruneTargets]]:
+        """Rounds from each level to the next (levels must grow in every part)."""
+        schedules, start = [], PruneTargets()
+        for level in levels:
+            schedules.append(self.schedule(level, start))
+            start = level
+        return schedules
 
 
 class WeightMask(nn.Module):
@@ -129,41 +138,61 @@ def fit_ugs(model: GraphModel, data: GraphData, targets: PruneTargets, config: U
             train_config: TrainConfig, progress: bool = True) -> Fitted:
     """Run UGS to ``targets``: one mask-learning round per step of :meth:`UGSConfig.schedule`,
     then the ticket's training run. The returned cost counts every epoch of every round."""
+    return fit_ugs_levels(model, data, [targets], config, train_config, progress)[0]
+
+
+def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
+                   train_config: TrainConfig, progress: bool = True) -> list[Fitted]:
+    """One UGS trajectory through increasing sparsity ``levels``; a trained ticket at each.
+
+    The rounds are those of running UGS to each level in turn, so the ticket at a level is
+    the one a run to that level alone would give; sharing the trajectory saves the rounds of
+    the lower levels. A level's cost counts every round up to it plus its own ticket run
+    (not the tickets of lower levels).
+    """
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
     round_config = dataclasses.replace(train_config, gate_lr=None)  # masks learn at the model's rate
     initial = copy.deepcopy(model.state_dict())
     masks: dict | None = None
     rounds, epochs, seconds = [], 0, 0.0
-    for step, sparsity in enumerate(config.schedule(targets)):
-        model.load_state_dict(initial)  # rewind
-        pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
-                          edge_init_logit=1.0, edge_activation=torch.abs)
+    tickets = []
+    for schedule in config.level_schedules(levels):
+        for sparsity in schedule:
+            result, report, masks = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress)
+            epochs += result.epochs_run
+            seconds += result.train_time_s
+            rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
+                           "val": result.val, "test": result.test, "sites": report})
+        model.load_state_dict(initial)  # rewind, binary masks
+        ticket = CoPruner(model, data)
         if masks is not None:
-            pruner.engine.load_state_dict(masks)
-            pruner.refresh()
-        names = list(pruner.weights)
-        weight_masks = attach_weight_masks(model, names)
-        try:
-            result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress)
-            model.load_state_dict(result.model_state)
-            pruner.load_state_dict(result.pruner_state)
-            scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
-            scores[FEATURES] = pruner.feature_gate.detach().abs()
-            report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
-        finally:
-            detach_weight_masks(model, names)
-        masks = pruner.engine.state_dict()
-        epochs += result.epochs_run
-        seconds += result.train_time_s
-        rounds.append({"round": step, "targets": vars(sparsity), "best_epoch": result.best_epoch,
-                       "val": result.val, "test": result.test, "sites": report})
+            ticket.engine.load_state_dict(masks)
+            ticket.refresh()
+        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress)
+        result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
+                                     train_time_s=seconds + result.train_time_s, updates=list(rounds))
+        tickets.append(Fitted(result, ticket))
+    return tickets
+
+
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress):
+    """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
     model.load_state_dict(initial)
-    ticket = CoPruner(model, data)
+    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
+                      edge_init_logit=1.0, edge_activation=torch.abs)
     if masks is not None:
-        ticket.engine.load_state_dict(masks)
-        ticket.refresh()
-    result = train(model, data, ticket, FixedMasks(), train_config, progress=progress)
-    result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
-                                 train_time_s=seconds + result.train_time_s, updates=rounds)
-    return Fitted(result, ticket)
+        pruner.engine.load_state_dict(masks)
+        pruner.refresh()
+    names = list(pruner.weights)
+    weight_masks = attach_weight_masks(model, names)
+    try:
+        result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress)
+        model.load_state_dict(result.model_state)
+        pruner.load_state_dict(result.pruner_state)
+        scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
+        scores[FEATURES] = pruner.feature_gate.detach().abs()
+        report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
+    finally:
+        detach_weight_masks(model, names)
+    return result, report, pruner.engine.state_dict()
