@@ -44,8 +44,10 @@ class Level:
     edges: float
     features: float
 
-    def label(self) -> str:
-        return f"w{self.weights:g}/e{self.edges:g}/f{self.features:g}"
+    def __post_init__(self) -> None:
+        from gnnprune.copruning import PruneTargets
+
+        PruneTargets(self.weights, self.edges, self.features)  # validates each in [0, 1)
 
 
 @dataclass(frozen=True)

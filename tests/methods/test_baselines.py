@@ -167,3 +167,24 @@ def test_cli_rejects_dense_with_targets(tmp_path):
     assert main(["prune", "--dataset", "synthetic", "--method", "dense", "--weight-sparsity", "0.5",
                  "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_ugs_levels_share_one_trajectory_and_match_single_runs():
+    data = tiny_graph(num_features=10)
+    levels = [PruneTargets(weights=0.3, edges=0.1, features=0.2), PruneTargets(weights=0.6, edges=0.3, features=0.4)]
+    config = UGSConfig(round_epochs=3)
+    torch.manual_seed(0)
+    model = GCN(data.num_features, 8, data.num_classes, dropout=0.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shared = ugs_module.fit_ugs_levels(model, data, levels, config, TRAIN, progress=False)
+    rounds = [len(s) for s in config.level_schedules(levels)]
+    assert [len(f.result.updates) for f in shared] == [rounds[0], rounds[0] + rounds[1]]
+    assert [f.result.epochs_run for f in shared] == [3 * (rounds[0] + 1), 3 * (sum(rounds) + 1)]
+    for fitted, level in zip(shared, levels):
+        _assert_exact(fitted.pruner, level)
+    model.load_state_dict(state)
+    alone = fit_ugs(model, data, levels[0], config, TRAIN, progress=False)
+    assert alone.result.test == shared[0].result.test
+    assert all(torch.equal(a.mask, b.mask) for a, b in zip(alone.pruner.engine, shared[0].pruner.engine))
+    with pytest.raises(ValueError, match="below the start"):
+        config.level_schedules(list(reversed(levels)))
