@@ -16,7 +16,7 @@ from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotCo
                       fit_ugs, train_once)
 from .metrics import mean_std
 from .nn import build_model
-from .training import TrainConfig, TrainResult, evaluate, train
+from .training import TrainConfig, TrainResult, evaluate
 
 
 @dataclass(frozen=True)

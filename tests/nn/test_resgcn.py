@@ -3,15 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-from gnnprune.copruning import CoPruner, PruneTargets
-from gnnprune.features import NodeFeatures
 from gnnprune.graph import EdgeSet, MaskedGraph
 from gnnprune.macs import gcn_operator_entries
-from gnnprune.masks import kept_count
-from gnnprune.methods import CGP, CGPConfig
 from gnnprune.nn import build_model
 from gnnprune.nn.resgcn import ResGCN
-from gnnprune.training import TrainConfig, train
 from tests.conftest import tiny_graph
 
 NORMS = ("layer", "batch", "none")
@@ -57,17 +52,6 @@ def test_matches_dense_reference_with_edge_weights(norm):
         ours = model(x, MaskedGraph(data.edges.select(k), w[k]))
         a = _dense_operator(data.edges.directed(k), w[k].repeat(2), 6, torch.float64)
         assert torch.allclose(ours, _reference(model, x, a), atol=1e-6)
-
-
-def test_full_masks_give_the_plain_model_and_sparse_features_the_dense_ones():
-    data = tiny_graph(num_features=8)
-    data.x = data.x * (torch.rand(6, 8, generator=torch.Generator().manual_seed(1)) < 0.3)
-    model = _model(8)
-    plain = model(data.x, MaskedGraph.full(data.edges))
-    pruner = CoPruner(model, data)
-    assert torch.allclose(model(pruner.inputs(), pruner.graph()), plain, atol=1e-6)
-    sparse = NodeFeatures(data.x, sparse=True).select().gated()
-    assert torch.allclose(model(sparse, MaskedGraph.full(data.edges)), plain, atol=1e-6)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -161,22 +145,3 @@ def test_registered_as_a_deep_model():
     model = build_model("resgcn", 5, 3)
     assert isinstance(model, ResGCN)
     assert len(model.blocks) >= 8
-
-
-def test_cgp_smoke_reaches_exact_sparsities_and_learns(small_csbm):
-    torch.manual_seed(0)
-    data = small_csbm
-    model = ResGCN(data.num_features, 32, data.num_classes, num_layers=3, dropout=0.2)
-    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
-    method = CGP(CGPConfig(prune_start=4, prune_end=24, update_every=5),
-                 PruneTargets(weights=0.8, edges=0.3, features=0.3))
-    result = train(model, data, pruner, method,
-                   TrainConfig(epochs=40, lr=0.02, seed=0, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1),
-                   progress=False)
-    e = pruner.engine
-    assert e.site("edges").live == kept_count(data.edges.num_edges, 0.3)
-    assert e.site("features").live == kept_count(data.num_features, 0.3)
-    for site in e.sites("weight"):
-        assert site.live == kept_count(site.numel, 0.8)
-    assert result.best_epoch >= 24
-    assert result.test > 0.6  # chance is 1/3
