@@ -21,3 +21,9 @@ class Dense:
 
     def on_finish(self, run) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
