@@ -45,7 +45,11 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises several types for truncated / tampered files
-        raise ValueError(f"cannot load {path}: not a valid gnnprune file ({type(exc).__name__}: {exc})") from None
+        if "Weights only load failed" in str(exc):
+            reason = "it holds objects other than tensors and plain containers, refused by weights_only=True"
+        else:
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        raise ValueError(f"cannot load {path}: not a valid gnnprune file ({reason})") from None
 
 
 class OutputExistsError(FileExistsError):

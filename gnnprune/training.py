@@ -208,7 +208,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         optimizer.zero_grad(set_to_none=True)
         loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"training loss became {float(loss)}", epoch)
+            raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
         loss.backward()
         pruner.mask_gradients()
         optimizer.step()
