@@ -6,6 +6,8 @@ anything is written. Errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shlex
 import sys
 from pathlib import Path
@@ -55,8 +57,8 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -208,7 +210,6 @@ def _prune(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import NonFiniteError, StopRequest, TrainingInterrupted
-    from .data import DataNotFoundError, load_dataset
     from .experiment import plan_resume, run_experiment
     from .io import OutputExistsError, check_new_folder
 
@@ -216,9 +217,13 @@ def _prune(args: argparse.Namespace) -> int:
     try:
         if not args.resume:
             check_new_folder(args.out)
-        data = load_dataset(args.dataset, args.data_root, download=args.download)
+    except OutputExistsError as exc:
+        raise UsageError(str(exc)) from None
+    data = _load_data(args)
+    _check_model(config, data)
+    try:
         plan = plan_resume(config, data, args.out) if args.resume else None
-    except (DataNotFoundError, OutputExistsError, ValueError) as exc:  # ResumeError, CheckpointError, bad data
+    except ValueError as exc:  # ResumeError, CheckpointError
         raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,6 +262,40 @@ def _prune(args: argparse.Namespace) -> int:
                     ms("feature_sparsity"), ms("macs_ratio"), ms("train_time_s", "{:.2f}"), "")))
     print(f"wrote {args.out}/metrics.json")
     return 0
+
+
+def _load_data(args: argparse.Namespace):
+    """Load ``--dataset``; a missing, unreadable or corrupt data file is a usage error."""
+    from .data import DataNotFoundError, load_dataset
+
+    chatter = io.StringIO()  # loaders' log lines: replayed on success, dropped for the one error line
+    try:
+        with contextlib.redirect_stderr(chatter):
+            data = load_dataset(args.dataset, args.data_root, download=args.download)
+        sys.stderr.write(chatter.getvalue())
+        return data
+    except DataNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # loaders (PyG's pickles included) raise many types for broken files
+        where = f" under {args.data_root}" if args.data_root else ""
+        raise UsageError(f"cannot load dataset {args.dataset!r}{where}: {_first_line(exc)}") from None
+
+
+def _check_model(config, data) -> None:
+    """Build the model once, so bad --option values or sizes fail before anything is written."""
+    from .nn import build_model
+
+    m = config.model
+    try:
+        build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
+                    **m.options)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"cannot build model {m.name!r} with these settings: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def _row(cells) -> str:
