@@ -1,7 +1,11 @@
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -45,35 +49,6 @@ def test_cli_run_writes_every_file(tmp_path, cora):
     assert not list(out.rglob("*.tmp"))
 
 
-BAD = [
-    (["--weight-sparsity", "1.0"], "sparsity must be in [0, 1)"),
-    (["--edge-sparsity", "-0.1"], "sparsity must be in [0, 1)"),
-    (["--feature-sparsity", "abc"], "is not a number"),
-    (["--epochs", "0"], "must be >= 1"),
-    (["--model", "transformer"], "unknown model 'transformer'; choose from "),
-    (["--dataset", "pubmed"], "choose from cora, citeseer, synthetic"),
-    (["--seeds", "1,1"], "distinct"),
-    (["--dataset", "synthetic:nodes=5"], "bad synthetic option"),
-    (["--weight-sparsity", "0.5", "--epochs", "10", "--prune-end", "10"], "prune_end (10) must be < epochs (10)"),
-]
-
-
-@pytest.mark.parametrize("extra,message", BAD)
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, extra, message):
-    out = tmp_path / "out"
-    args = ["prune", "--dataset", "cora", "--out", str(out)]
-    for i in range(0, len(extra), 2):  # later flags override defaults
-        if extra[i] in args:
-            args[args.index(extra[i]) + 1] = extra[i + 1]
-        else:
-            args += extra[i:i + 2]
-    result = _cli(args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not out.exists()
-
-
 def test_existing_non_empty_out_is_refused_and_untouched(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -103,3 +78,78 @@ def test_help_documents_the_options():
     for flag in ("--weight-sparsity", "--edge-sparsity", "--feature-sparsity", "--seeds", "--out", "--data-root",
                  "pruned_graph.pt"):
         assert flag in result.stdout
+
+
+# interruption and resume ----------------------------------------------------------------------------------------
+SMALL = "synthetic:num_nodes=400,num_classes=3,num_features=32,num_val=100,num_test=200"
+CGP_RUN = ["prune", "--dataset", SMALL, "--weight-sparsity", "0.8", "--edge-sparsity", "0.5", "--feature-sparsity",
+           "0.5", "--epochs", "400", "--hidden", "32", "--threads", "1", "--checkpoint-every", "50", "--no-progress"]
+RESULT_KEYS = ("test", "val", "train", "best_epoch", "final_check", "sparsity", "macs", "mask_updates", "epochs")
+
+
+def _results(out):
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    return {key: metrics[key] for key in RESULT_KEYS}
+
+
+def _launch(args):
+    return subprocess.Popen([sys.executable, "-m", "gnnprune", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_sigterm_mid_schedule_then_resume_equals_an_uninterrupted_run(tmp_path):
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    process = _launch([*CGP_RUN, "--out", str(cut)])
+    _wait_for(cut / "seed-0" / "checkpoint.pt", process)  # first checkpoint: after epoch 49, 3 mask updates in
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    record = json.loads((cut / "metrics.json").read_text())
+    assert record["status"] == "interrupted"
+    stopped = record["interrupted"]["after_epoch"]
+    assert 49 <= stopped < 300  # inside the pruning schedule (epochs 20, 30, ..., 300)
+    last = stderr.strip().splitlines()[-1]
+    command = f"python -m gnnprune {shlex.join([*CGP_RUN, '--out', str(cut)])} --resume"
+    assert last.endswith(f"resume with: {command}") and f"after epoch {stopped} of seed 0" in last
+    assert not (cut / "seed-0" / "metrics.json").exists()
+
+    resumed = _cli(shlex.split(command)[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cut / "metrics.json").read_text())["status"] == "done"
+    assert _cli([*CGP_RUN, "--out", str(whole)]).returncode == 0
+    assert _results(cut) == _results(whole)
+    assert len(_results(whole)["mask_updates"]) == 29
+
+
+def test_sigint_exits_130_with_an_interrupted_record(tmp_path):
+    out = tmp_path / "run"
+    process = _launch([*CGP_RUN, "--out", str(out)])
+    _wait_for(out / "seed-0" / "checkpoint.pt", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "SIGINT: finishing this epoch" in stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_non_finite_loss_exits_1_with_one_line_and_a_failed_record(tmp_path):
+    out = tmp_path / "run"
+    result = _cli(["prune", "--dataset", SMALL, "--epochs", "30", "--lr", "1e30", "--hidden", "8", "--no-progress",
+                   "--checkpoint-every", "1", "--out", str(out)])
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"gnnprune prune: error: seed 0: .* became .* at epoch (\d+); stopped, the last good "
+                        r"checkpoint \S+checkpoint\.pt is kept \(try a lower --lr\)", line), line
+    epoch = int(re.search(r"at epoch (\d+)", line).group(1))
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "failed" and f"at epoch {epoch}" in record["error"]
+    assert torch.load(out / "seed-0" / "checkpoint.pt", weights_only=True)["epoch"] == epoch - 1
