@@ -48,7 +48,8 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         if "Weights only load failed" in str(exc):
             reason = "it holds objects other than tensors and plain containers, refused by weights_only=True"
         else:
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            text = str(exc).strip()
+            reason = f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else f"{type(exc).__name__}, empty or cut short"
         raise ValueError(f"cannot load {path}: not a valid gnnprune file ({reason})") from None
 
 
