@@ -237,7 +237,8 @@ def _prune(args: argparse.Namespace) -> int:
               flush=True)
 
     stop = StopRequest()
-    resume_command = "python -m gnnprune " + shlex.join([*getattr(args, "argv", []), *([] if args.resume else ["--resume"])])
+    resume_argv = [*getattr(args, "argv", []), *([] if args.resume else ["--resume"])]
+    resume_command = "python -m gnnprune " + shlex.join(resume_argv)
     try:
         with stop.installed():
             record = run_experiment(config, data, args.out, progress=not args.no_progress, on_seed=show,

@@ -238,7 +238,8 @@ def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progres
 
     Raises:
         TrainingInterrupted: after ``should_stop`` (with ``seed`` and ``checkpoint`` set).
-        NonFiniteError: from training (with ``seed`` and ``checkpoint``: the last good one or ``None``).
+        NonFiniteError: from training (with ``seed`` and ``checkpoint``: the last good one or ``None``);
+            this and any other exception leave ``status: failed`` and the error in metrics.json.
     """
     if resume is None:
         check_new_folder(out)
@@ -246,7 +247,10 @@ def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progres
         record = {"status": "running", "config": config.as_dict(), "data": data.describe(), "runs": []}
         finished = {}
     else:
-        record = {key: value for key, value in resume.record.items() if key not in ("interrupted", "error", "last_good_checkpoint")}
+        for temp in out.rglob(".*.tmp"):  # left by a write that a kill cut short
+            temp.unlink()
+        stale = ("interrupted", "error", "last_good_checkpoint")
+        record = {key: value for key, value in resume.record.items() if key not in stale}
         finished = resume.finished
         record.update(status="running", runs=[_summary_row(finished[s]) for s in config.seeds if s in finished])
         if record["runs"]:
@@ -275,12 +279,14 @@ def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progres
             if isinstance(exc, TrainingInterrupted):
                 exc.seed, exc.checkpoint = seed, saved
             raise
-        except NonFiniteError as exc:
+        except Exception as exc:  # NonFiniteError, or a crash: the folder says so
             saved = checkpoint if checkpoint.exists() else None
-            record.update(status="failed", error=f"seed {seed}: {exc}",
+            error = str(exc) if isinstance(exc, NonFiniteError) else f"{type(exc).__name__}: {exc}"
+            record.update(status="failed", error=f"seed {seed}: {error}",
                           last_good_checkpoint=None if saved is None else str(saved))
             atomic_write_json(out / "metrics.json", record)
-            exc.seed, exc.checkpoint = seed, saved
+            if isinstance(exc, NonFiniteError):
+                exc.seed, exc.checkpoint = seed, saved
             raise
         for name, obj in artifacts.items():
             atomic_torch_save(obj, folder / name)

@@ -78,14 +78,14 @@ def test_help_documents_the_options():
     result = _cli(["prune", "--help"])
     assert result.returncode == 0
     for flag in ("--weight-sparsity", "--edge-sparsity", "--feature-sparsity", "--seeds", "--out", "--data-root",
-                 "pruned_graph.pt"):
+                 "pruned_graph.pt", "--resume", "--checkpoint-every", "checkpoint.pt"):
         assert flag in result.stdout
 
 
 # interruption and resume ----------------------------------------------------------------------------------------
 SMALL = "synthetic:num_nodes=400,num_classes=3,num_features=32,num_val=100,num_test=200"
 CGP_RUN = ["prune", "--dataset", SMALL, "--weight-sparsity", "0.8", "--edge-sparsity", "0.5", "--feature-sparsity",
-           "0.5", "--epochs", "400", "--hidden", "32", "--threads", "1", "--checkpoint-every", "50", "--no-progress"]
+           "0.5", "--epochs", "300", "--hidden", "32", "--threads", "1", "--checkpoint-every", "40", "--no-progress"]
 RESULT_KEYS = ("test", "val", "train", "best_epoch", "final_check", "sparsity", "macs", "mask_updates", "epochs")
 
 
@@ -108,17 +108,26 @@ def _wait_for(path, process, timeout=120):
         time.sleep(0.01)
 
 
-def test_sigterm_mid_schedule_then_resume_equals_an_uninterrupted_run(tmp_path):
-    cut, whole = tmp_path / "cut", tmp_path / "whole"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert _cli([*CGP_RUN, "--out", str(out)]).returncode == 0
+    results = _results(out)
+    assert len(results["mask_updates"]) == 22
+    return results
+
+
+def test_sigterm_mid_schedule_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    cut = tmp_path / "cut"
     process = _launch([*CGP_RUN, "--out", str(cut)])
-    _wait_for(cut / "seed-0" / "checkpoint.pt", process)  # first checkpoint: after epoch 49, 3 mask updates in
+    _wait_for(cut / "seed-0" / "checkpoint.pt", process)  # first checkpoint: after epoch 39, 3 mask updates in
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
     record = json.loads((cut / "metrics.json").read_text())
     assert record["status"] == "interrupted"
     stopped = record["interrupted"]["after_epoch"]
-    assert 49 <= stopped < 300  # inside the pruning schedule (epochs 20, 30, ..., 300)
+    assert 39 <= stopped < 225  # inside the pruning schedule (mask updates at epochs 15, 25, ..., 215, 225)
     last = stderr.strip().splitlines()[-1]
     command = f"python -m gnnprune {shlex.join([*CGP_RUN, '--out', str(cut)])} --resume"
     assert last.endswith(f"resume with: {command}") and f"after epoch {stopped} of seed 0" in last
@@ -127,9 +136,22 @@ def test_sigterm_mid_schedule_then_resume_equals_an_uninterrupted_run(tmp_path):
     resumed = _cli(shlex.split(command)[3:])
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((cut / "metrics.json").read_text())["status"] == "done"
-    assert _cli([*CGP_RUN, "--out", str(whole)]).returncode == 0
-    assert _results(cut) == _results(whole)
-    assert len(_results(whole)["mask_updates"]) == 29
+    assert _results(cut) == uninterrupted
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, uninterrupted):
+    """A lost machine (SIGKILL: no handler runs): the folder still says 'running'; --resume continues it."""
+    out = tmp_path / "killed"
+    process = _launch([*CGP_RUN, "--out", str(out)])
+    _wait_for(out / "seed-0" / "checkpoint.pt", process)
+    process.kill()
+    process.communicate(timeout=120)
+    assert json.loads((out / "metrics.json").read_text())["status"] == "running"
+    (out / "seed-0" / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a kill mid-write
+    resumed = _cli([*CGP_RUN, "--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(out) == uninterrupted
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_sigint_exits_130_with_an_interrupted_record(tmp_path):
