@@ -253,7 +253,8 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"gnnprune prune: {where}; resume with: {resume_command}", file=sys.stderr)
         return stop.exit_code if stop.signum else 130
     except NonFiniteError as exc:
-        kept = f"the last good checkpoint {exc.checkpoint} is kept" if exc.checkpoint else "no checkpoint was written yet"
+        kept = (f"the last good checkpoint {exc.checkpoint} is kept" if exc.checkpoint
+                else "no checkpoint was written yet")
         print(f"gnnprune prune: error: seed {exc.seed}: {exc}; stopped, {kept} (try a lower --lr)", file=sys.stderr)
         return EXIT_FAILURE
     if len(config.seeds) > 1:

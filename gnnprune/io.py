@@ -56,7 +56,8 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
             reason = "it holds objects other than tensors and plain containers, refused by weights_only=True"
         else:
             text = str(exc).strip()
-            reason = f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else f"{type(exc).__name__}, empty or cut short"
+            name = type(exc).__name__
+            reason = f"{name}: {text.splitlines()[0][:200]}" if text else f"{name}, empty or cut short"
         raise ValueError(f"cannot load {path}: not a valid gnnprune file ({reason})") from None
 
 

@@ -74,7 +74,13 @@ class Method(Protocol):
     def on_finish(self, run: "TrainingRun") -> None: ...
 
     def state_dict(self) -> dict:
-        """Everything the method changes while it runs (``{}`` if stateless), for checkpoints."""
+        """Everything the method changes while it runs (``{}`` if stateless), for checkpoints.
+
+        Tensors and plain containers only (loaded with ``weights_only=True``). On resume
+        ``on_start`` runs, then model, masks, optimizer, this state and the global generators
+        (torch CPU, ``random``, NumPy) are restored; a method drawing from a generator of its
+        own must keep that generator's state here.
+        """
         ...
 
     def load_state_dict(self, state: dict) -> None: ...
