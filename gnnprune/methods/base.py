@@ -24,17 +24,18 @@ class Fitted:
 
 def train_once(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
                learn_gates: bool = False, granularity: WeightGranularity = WeightGranularity.ELEMENT,
-               epochs: int | None = None, progress: bool = True) -> Fitted:
+               epochs: int | None = None, progress: bool = True, **loop) -> Fitted:
     """One training run of ``model`` under ``method``'s hooks (dense, random, one-shot, CGP).
 
     Args:
         learn_gates: learn an edge weight per undirected edge and a gate per feature column.
         granularity: what one weight-mask entry covers.
         epochs: total epochs of the run (default ``config.epochs``).
+        loop: checkpoint / resume / stop arguments of :func:`~gnnprune.training.train`.
     """
     pruner = CoPruner(model, data, learn_edge_weights=learn_gates, learn_feature_gates=learn_gates,
                       weight_granularity=granularity)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
-    result = train(model, data, pruner, method, config, progress=progress)
+    result = train(model, data, pruner, method, config, progress=progress, **loop)
     return Fitted(result, pruner)

@@ -77,3 +77,10 @@ class CGP:
 
     def on_finish(self, run) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        """Stateless: schedules are pure functions of the epoch; masks and gates live in the pruner."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

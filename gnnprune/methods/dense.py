@@ -19,6 +19,12 @@ class Dense:
     def on_finish(self, run) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class FixedMasks(Dense):
     """Train with whatever masks the pruner already holds (a lottery ticket's final run)."""

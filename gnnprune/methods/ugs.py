@@ -135,20 +135,21 @@ class UGSRound(Dense):
 
 
 def fit_ugs(model: GraphModel, data: GraphData, targets: PruneTargets, config: UGSConfig,
-            train_config: TrainConfig, progress: bool = True) -> Fitted:
+            train_config: TrainConfig, progress: bool = True, should_stop=None) -> Fitted:
     """Run UGS to ``targets``: one mask-learning round per step of :meth:`UGSConfig.schedule`,
     then the ticket's training run. The returned cost counts every epoch of every round."""
-    return fit_ugs_levels(model, data, [targets], config, train_config, progress)[0]
+    return fit_ugs_levels(model, data, [targets], config, train_config, progress, should_stop)[0]
 
 
 def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
-                   train_config: TrainConfig, progress: bool = True) -> list[Fitted]:
+                   train_config: TrainConfig, progress: bool = True, should_stop=None) -> list[Fitted]:
     """One UGS trajectory through increasing sparsity ``levels``; a trained ticket at each.
 
     The rounds are those of running UGS to each level in turn, so the ticket at a level is
     the one a run to that level alone would give; sharing the trajectory saves the rounds of
     the lower levels. A level's cost counts every round up to it plus its own ticket run
-    (not the tickets of lower levels).
+    (not the tickets of lower levels). ``should_stop`` is polled after every epoch of every
+    training (see :func:`~gnnprune.training.train`); rounds are not checkpointed.
     """
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
@@ -159,7 +160,8 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     tickets = []
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
-            result, report, masks = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress)
+            result, report, masks = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress,
+                                                should_stop)
             epochs += result.epochs_run
             seconds += result.train_time_s
             rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
@@ -169,14 +171,14 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
         if masks is not None:
             ticket.engine.load_state_dict(masks)
             ticket.refresh()
-        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress)
+        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
         result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
                                      train_time_s=seconds + result.train_time_s, updates=list(rounds))
         tickets.append(Fitted(result, ticket))
     return tickets
 
 
-def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress):
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop):
     """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
     model.load_state_dict(initial)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
@@ -187,7 +189,8 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     names = list(pruner.weights)
     weight_masks = attach_weight_masks(model, names)
     try:
-        result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress)
+        result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress,
+                       should_stop=should_stop)
         model.load_state_dict(result.model_state)
         pruner.load_state_dict(result.pruner_state)
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}

@@ -107,10 +107,10 @@ def test_ugs_rewinds_live_weights_to_their_initial_values_every_round(monkeypatc
     starts = []
     real_train = ugs_module.train
 
-    def spy(model, data, pruner, method, config, progress=True):
+    def spy(model, data, pruner, method, config, progress=True, **loop):
         starts.append(({n: p.detach().clone() for n, p in pruner.weights.items()},
                        {n: pruner.weight_mask(n).clone() for n in pruner.weights}))
-        return real_train(model, data, pruner, method, config, progress=progress)
+        return real_train(model, data, pruner, method, config, progress=progress, **loop)
 
     monkeypatch.setattr(ugs_module, "train", spy)
     targets = PruneTargets(weights=0.5, edges=0.2, features=0.3)
