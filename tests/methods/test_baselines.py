@@ -1,4 +1,5 @@
 """Baselines on the shared engine: exact targets, rewinding, schedules, CLI."""
+import copy
 import dataclasses
 import json
 
@@ -188,3 +189,29 @@ def test_ugs_levels_share_one_trajectory_and_match_single_runs():
     assert all(torch.equal(a.mask, b.mask) for a, b in zip(alone.pruner.engine, shared[0].pruner.engine))
     with pytest.raises(ValueError, match="below the start"):
         config.level_schedules(list(reversed(levels)))
+
+
+@pytest.mark.parametrize("method", ["random", "oneshot"])
+def test_one_loop_baselines_resume_exactly(method):
+    data = tiny_graph(num_features=10)
+    config = _config(method)
+    states = {}
+
+    def fit(**loop):
+        from gnnprune.experiment import build_seed_model
+        model = build_seed_model(config, data, 0)
+        return fit_method(config, model, data, TRAIN, progress=False, **loop)
+
+    whole = fit(checkpoint_every=1, on_checkpoint=lambda s: states.setdefault(s["epoch"], copy.deepcopy(s)))
+    resume_at = TRAIN.epochs + 3 if method == "oneshot" else 5  # oneshot: after the cut
+    resumed = fit(resume_from=states[resume_at])
+    assert (resumed.result.best_epoch, resumed.result.test) == (whole.result.best_epoch, whole.result.test)
+    assert resumed.result.history == whole.result.history
+    assert all(torch.equal(a.mask, b.mask) for a, b in zip(whole.pruner.engine, resumed.pruner.engine))
+
+
+def test_ugs_refuses_to_resume():
+    data = tiny_graph(num_features=10)
+    model = GCN(data.num_features, 8, data.num_classes)
+    with pytest.raises(ValueError, match="ugs runs cannot be resumed"):
+        fit_method(_config("ugs"), model, data, TRAIN, progress=False, resume_from={"epoch": 1})
