@@ -186,6 +186,8 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     from gnnprune.io import atomic_write_json
     from gnnprune.methods import fit_ugs_levels
 
+    if not pending([job], out):  # finished meanwhile (another harness process on the same folder)
+        return [run.id for run in job]
     torch.set_num_threads(grid.threads)
     configs = [experiment_config(grid, run) for run in job]
     first, seed = configs[0], job[0].seed
