@@ -109,7 +109,7 @@ def task_arxiv(spec: str, report: dict, epochs: int = 12) -> None:
     torch.manual_seed(0)
     model = build_model("gcn", data.num_features, data.num_classes, 256, 2, 0.5)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
-    cgp = CGP(CGPConfig(PruneTargets(0.9, 0.5, 0.5), prune_start=0, prune_end=epochs - 2, update_every=epochs - 2))
+    cgp = CGP(CGPConfig(prune_start=0, prune_end=epochs - 2, update_every=epochs - 2), PruneTargets(0.9, 0.5, 0.5))
     config = TrainConfig(epochs=epochs, pseudo_label_weight=0.3, pseudo_label_warmup=epochs // 4, gate_lr=0.1)
     result = _timed(report, "train", lambda: train(model, data, pruner, cgp, config, progress=True))
     report.update(epochs=epochs, mask_updates=len(result.updates), epoch_s=result.train_time_s / epochs,

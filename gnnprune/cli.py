@@ -6,10 +6,14 @@ anything is written. Errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shlex
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +57,18 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
 
 
@@ -71,6 +85,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from .copruning import WeightGranularity
     from .data import DATASETS
+    from .methods import METHODS
     from .nn import MODELS
 
     parser = _Parser(prog="gnnprune", description=(
@@ -87,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True,
                    help=f"one of {', '.join(DATASETS)}; synthetic takes options: synthetic:num_nodes=5000,homophily=0.7")
     p.add_argument("--model", default="gcn", help=f"one of {', '.join(sorted(MODELS))}")
+    p.add_argument("--method", choices=METHODS,
+                   help="dense; random (random masks fixed from the start); oneshot (train dense, prune by "
+                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); cgp (ours). "
+                        "Default: cgp if any sparsity is > 0, else dense")
     p.add_argument("--weight-sparsity", type=_sparsity, default=0.0, help="fraction of weights removed in every layer")
     p.add_argument("--edge-sparsity", type=_sparsity, default=0.0, help="fraction of undirected edges removed")
     p.add_argument("--feature-sparsity", type=_sparsity, default=0.0, help="fraction of input feature columns removed")
@@ -121,11 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
-    _add_minibatch_arguments(p)
+    g = p.add_argument_group("baselines")
+    g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
+    g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
+    g.add_argument("--ugs-weight-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining weights pruned per round")
+    g.add_argument("--ugs-feature-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining features pruned per round")
+    g.add_argument("--ugs-l1", type=_non_negative_float, default=1e-2, help="ugs: L1 coefficient of every soft mask")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_checkpoint_arguments(p)
+    _add_minibatch_arguments(p)
     return parser
+
+
+def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("checkpoints and resume", (
+        "Each seed is checkpointed to OUT/seed-K/checkpoint.pt. SIGINT / SIGTERM finish the current epoch, "
+        "write a checkpoint, mark OUT/metrics.json 'interrupted', print the resume command and exit 130 / 143."))
+    g.add_argument("--checkpoint-every", type=_non_negative_int, default=50,
+                   help="epochs between checkpoints (0: only at the end of each seed and when interrupted)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run folder OUT; all other arguments must equal the original "
+                        "command's (use the same --threads for bit-identical results)")
 
 
 def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,7 +186,7 @@ def _config_from_args(args: argparse.Namespace):
     from .copruning import PruneTargets, WeightGranularity
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
-    from .methods import CGPConfig
+    from .methods import CGPConfig, OneShotConfig, UGSConfig
     from .nn import model_spec
     from .training import TrainConfig
 
@@ -164,13 +201,9 @@ def _config_from_args(args: argparse.Namespace):
     start = args.prune_start if args.prune_start is not None else args.epochs // 20
     end = args.prune_end if args.prune_end is not None else 3 * args.epochs // 4
     warmup = args.pseudo_label_warmup if args.pseudo_label_warmup is not None else args.epochs // 4
+    targets = PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity)
+    method = args.method or ("dense" if targets.is_dense else "cgp")
     try:
-        cgp = CGPConfig(PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity),
-                        prune_start=start, prune_end=end, update_every=args.update_every,
-                        regrow_fraction=args.regrow_fraction,
-                        weight_granularity=WeightGranularity(args.weight_structure))
-        if not cgp.targets.is_dense:
-            cgp.check_epochs(args.epochs)
         return ExperimentConfig(
             dataset=args.dataset,
             model=ModelConfig(args.model, pick(args.hidden, spec.hidden_channels), pick(args.layers, spec.num_layers),
@@ -179,7 +212,14 @@ def _config_from_args(args: argparse.Namespace):
                               weight_decay=pick(args.weight_decay, spec.weight_decay),
                               pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
                               gate_lr=args.gate_lr),
-            cgp=cgp,
+            method=method,
+            targets=targets,
+            weight_granularity=WeightGranularity(args.weight_structure),
+            cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
+                          regrow_fraction=args.regrow_fraction),
+            oneshot=OneShotConfig(args.finetune_epochs),
+            ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,
+                          args.ugs_l1, args.ugs_l1, args.ugs_l1),
             seeds=args.seeds if args.seeds is not None else (args.seed,),
             minibatch=_minibatch_config(args),
         )
@@ -212,15 +252,21 @@ def _options(items: list[str]) -> dict:
 def _prune(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import DataFormatError, DataNotFoundError, load_dataset
-    from .experiment import run_experiment
+    from .checkpoint import NonFiniteError, StopRequest, TrainingInterrupted
+    from .experiment import plan_resume, run_experiment
     from .io import OutputExistsError, check_new_folder
 
     config = _config_from_args(args)
     try:
-        check_new_folder(args.out)
-        data = load_dataset(args.dataset, args.data_root, download=args.download)
-    except (DataNotFoundError, DataFormatError, OutputExistsError) as exc:
+        if not args.resume:
+            check_new_folder(args.out)
+    except OutputExistsError as exc:
+        raise UsageError(str(exc)) from None
+    data = _load_data(args)
+    _check_model(config, data)
+    try:
+        plan = plan_resume(config, data, args.out) if args.resume else None
+    except ValueError as exc:  # ResumeError, CheckpointError
         raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,7 +279,27 @@ def _prune(args: argparse.Namespace) -> int:
                     f"{m['macs']['ratio']:.4f}", f"{m['train_time_s']:.2f}", f"{1000 * m['inference_time_s']:.2f}")),
               flush=True)
 
-    record = run_experiment(config, data, args.out, progress=not args.no_progress, on_seed=show)
+    stop = StopRequest()
+    resume_argv = [*getattr(args, "argv", []), *([] if args.resume else ["--resume"])]
+    resume_command = "python -m gnnprune " + shlex.join(resume_argv)
+    try:
+        with stop.installed():
+            record = run_experiment(config, data, args.out, progress=not args.no_progress, on_seed=show,
+                                    checkpoint_every=args.checkpoint_every, resume=plan, should_stop=stop)
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            where = "aborted; a resume continues from the last checkpoint"
+        elif exc.epoch >= 0:
+            where = f"interrupted after epoch {exc.epoch} of seed {exc.seed}, checkpoint {exc.checkpoint}"
+        else:
+            where = f"interrupted before seed {exc.seed}"
+        print(f"gnnprune prune: {where}; resume with: {resume_command}", file=sys.stderr)
+        return stop.exit_code if stop.signum else 130
+    except NonFiniteError as exc:
+        kept = (f"the last good checkpoint {exc.checkpoint} is kept" if exc.checkpoint
+                else "no checkpoint was written yet")
+        print(f"gnnprune prune: error: seed {exc.seed}: {exc}; stopped, {kept} (try a lower --lr)", file=sys.stderr)
+        return EXIT_FAILURE
     if len(config.seeds) > 1:
         s = record["summary"]
         ms = lambda k, f="{:.4f}": f"{f.format(s[k]['mean'])}±{f.format(s[k]['std'])}"  # noqa: E731
@@ -243,6 +309,40 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_data(args: argparse.Namespace):
+    """Load ``--dataset``; a missing, unreadable or corrupt data file is a usage error."""
+    from .data import DataNotFoundError, load_dataset
+
+    chatter = io.StringIO()  # loaders' log lines: replayed on success, dropped for the one error line
+    try:
+        with contextlib.redirect_stderr(chatter):
+            data = load_dataset(args.dataset, args.data_root, download=args.download)
+        sys.stderr.write(chatter.getvalue())
+        return data
+    except DataNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # loaders (PyG's pickles included) raise many types for broken files
+        where = f" under {args.data_root}" if args.data_root else ""
+        raise UsageError(f"cannot load dataset {args.dataset!r}{where}: {_first_line(exc)}") from None
+
+
+def _check_model(config, data) -> None:
+    """Build the model once, so bad --option values or sizes fail before anything is written."""
+    from .nn import build_model
+
+    m = config.model
+    try:
+        build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
+                    **m.options)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"cannot build model {m.name!r} with these settings: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 def _row(cells) -> str:
     return "  ".join(f"{str(c):>{w}}" for c, w in zip(cells, (8, 6, 15, 15, 7, 15, 15, 15, 15, 12, 8)))
 
@@ -250,6 +350,7 @@ def _row(cells) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "prune":
             return _prune(args)

@@ -9,7 +9,7 @@ probe gradients that score dead entries for regrowth.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -77,15 +77,19 @@ class CoPruner:
     Args:
         model: the model whose :meth:`~GraphModel.prunable_weights` become weight sites.
         data: the graph; its undirected edges and feature columns become sites.
-        learn_edge_weights: train a logit per undirected edge; the edge weight seen by the
-            model is ``sigmoid(logit)``.
+        learn_edge_weights: train a parameter per undirected edge; the edge weight seen by the
+            model is ``edge_activation(parameter)``.
         learn_feature_gates: train a gate per feature column (initialised to 1).
-        edge_init_logit: initial logit (3.0 gives edge weights of 0.953).
+        edge_init_logit: initial value of the raw edge parameter (under the default sigmoid,
+            3.0 gives edge weights of 0.953).
+        edge_activation: maps the raw edge parameter to the non-negative edge weight the model
+            sees (default ``torch.sigmoid``; UGS uses ``torch.abs`` on a mask initialised to 1).
         weight_granularity: element-wise or per-output-unit weight masks.
     """
 
     def __init__(self, model: GraphModel, data: GraphData, *, learn_edge_weights: bool = False,
                  learn_feature_gates: bool = False, edge_init_logit: float = 3.0,
+                 edge_activation: Callable[[Tensor], Tensor] = torch.sigmoid,
                  weight_granularity: WeightGranularity = WeightGranularity.ELEMENT) -> None:
         self.model = model
         self.edge_set = data.edges
@@ -100,6 +104,7 @@ class CoPruner:
         self.engine.add(EDGES, SiteKind.EDGE, self.edge_set.num_edges)
         self.engine.add(FEATURES, SiteKind.FEATURE, self.node_features.num_features)
         self.edge_init_logit = float(edge_init_logit)
+        self.edge_activation = edge_activation
         self.edge_logit = (nn.Parameter(torch.full((self.edge_set.num_edges,), self.edge_init_logit))
                            if learn_edge_weights else None)
         self.feature_gate = nn.Parameter(torch.ones(self.node_features.num_features)) if learn_feature_gates else None
@@ -135,7 +140,7 @@ class CoPruner:
         if self.edge_logit is None:
             return None
         logits = self.edge_logit if index is None else self.edge_logit[index]
-        return torch.sigmoid(logits)
+        return self.edge_activation(logits)
 
     def graph(self) -> MaskedGraph:
         """The kept edges with their current (learned) weights."""
@@ -226,35 +231,53 @@ class CoPruner:
         loss.backward()
         return float(loss.detach())
 
-    def update(self, sparsity: PruneTargets, regrow_fraction: float, probe: ProbeResult,
-               optimizer: torch.optim.Optimizer | None = None) -> dict[str, dict[str, int]]:
+    def update(self, sparsity: PruneTargets, regrow_fraction: float = 0.0, probe: ProbeResult | None = None,
+               optimizer: torch.optim.Optimizer | None = None,
+               prune_scores: Mapping[str, Tensor] | None = None) -> dict[str, dict[str, int]]:
         """Prune every part to ``sparsity`` and swap ``regrow_fraction`` of it (see :func:`prune_and_regrow`).
 
         Order: features, edges, weights (input weights depend on the kept features).
-        Scores: live features by ``|gate| * ||weight row||``, dead ones by ``probe.feature_grad``;
-        live edges by their effective weight ``sigmoid(logit)`` (by ``|grad|`` when not learned),
-        dead ones by the descent score ``-d loss / d weight``; live weights by magnitude, dead
-        ones by gradient magnitude (RigL). Revived gates restart at their initial value,
-        revived weights at zero; their optimizer state is reset.
+        Default scores: live features by ``|gate| * ||weight row||``, dead ones by
+        ``probe.feature_grad``; live edges by their effective weight ``sigmoid(logit)`` (by
+        ``|grad|`` when not learned), dead ones by the descent score ``-d loss / d weight``;
+        live weights by magnitude, dead ones by gradient magnitude (RigL). Revived gates restart
+        at their initial value, revived weights at zero; their optimizer state is reset.
+
+        Args:
+            sparsity: target sparsity of each part.
+            regrow_fraction: fraction of live entries swapped for dead ones; needs ``probe`` if > 0.
+            probe: gradients at the current point (:meth:`probe`), which score dead entries.
+            optimizer: whose state of revived entries is reset.
+            prune_scores: optional per-site importance of live entries (site name -> tensor shaped
+                like the site's mask; low is pruned first), replacing the default for that site.
+                Weight rows of pruned features are always pruned first.
 
         Returns:
             per site: how many entries were pruned, swapped out and grown.
         """
+        if probe is None and regrow_fraction > 0:
+            raise ValueError("regrowth needs a probe (gradients of the dead entries)")
+        scores = dict(prune_scores or {})
         report: dict[str, dict[str, int]] = {}
-        report[FEATURES] = self._update_features(sparsity.features, regrow_fraction, probe, optimizer).as_dict()
-        report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer).as_dict()
+        report[FEATURES] = self._update_features(sparsity.features, regrow_fraction, probe, optimizer,
+                                                 scores.get(FEATURES)).as_dict()
+        report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer,
+                                           scores.get(EDGES)).as_dict()
         feature_rows = self.engine.mask(FEATURES)
         for name, param in self.weights.items():
             site = WEIGHT_PREFIX + name
-            view = SiteView(mask=self.engine.mask(site), values=self._site_values(param), grad=self._site_values(probe.weight_grads[name]))
-            prune_scores, grow_scores = magnitude(view), gradient_magnitude(view)
+            grad = None if probe is None else self._site_values(probe.weight_grads[name])
+            view = SiteView(mask=self.engine.mask(site), values=self._site_values(param), grad=grad)
+            live_scores = scores.get(site)
+            live_scores = magnitude(view) if live_scores is None else live_scores.reshape(view.mask.shape)
+            grow_scores = _no_scores(view.mask) if probe is None else gradient_magnitude(view)
             eligible = None
             if name in self.model.input_weight_names and self.granularity is WeightGranularity.ELEMENT:
                 rows = feature_rows.view(-1, *([1] * (param.dim() - 1))).expand_as(param)
-                prune_scores = torch.where(rows, prune_scores, torch.tensor(-float("inf")))
+                live_scores = torch.where(rows, live_scores, torch.tensor(-float("inf")))
                 eligible = rows
             update = prune_and_regrow(self.engine, site, sparsity.weights, regrow_fraction,
-                                      prune_scores, grow_scores, eligible)
+                                      live_scores, grow_scores, eligible)
             with torch.no_grad():
                 self._reset_entries(param, self._revived(site, update.grown, param), 0.0, optimizer)
             report[site] = update.as_dict()
@@ -266,24 +289,32 @@ class CoPruner:
             return tensor.detach()
         return tensor.detach().abs().reshape(-1, tensor.shape[-1]).sum(0)  # L1 per output unit
 
-    def _update_features(self, sparsity, regrow_fraction, probe, optimizer) -> SiteUpdate:
-        row_norm = torch.zeros(self.node_features.num_features)
-        for name in self.model.input_weight_names:
-            w = self.weights[name].detach()
-            row_norm += w.reshape(w.size(0), -1).norm(dim=1)
-        gate = torch.ones_like(row_norm) if self.feature_gate is None else self.feature_gate.detach().abs()
-        update = prune_and_regrow(self.engine, FEATURES, sparsity, regrow_fraction,
-                                  prune_scores=gate * row_norm, grow_scores=probe.feature_grad)
+    def _update_features(self, sparsity, regrow_fraction, probe, optimizer, live_scores) -> SiteUpdate:
+        if live_scores is None:
+            row_norm = torch.zeros(self.node_features.num_features)
+            for name in self.model.input_weight_names:
+                w = self.weights[name].detach()
+                row_norm += w.reshape(w.size(0), -1).norm(dim=1)
+            gate = torch.ones_like(row_norm) if self.feature_gate is None else self.feature_gate.detach().abs()
+            live_scores = gate * row_norm
+        mask = self.engine.mask(FEATURES)
+        grow_scores = _no_scores(mask) if probe is None else probe.feature_grad
+        update = prune_and_regrow(self.engine, FEATURES, sparsity, regrow_fraction, live_scores, grow_scores)
         if self.feature_gate is not None:
             with torch.no_grad():
                 self._reset_entries(self.feature_gate, self._revived(FEATURES, update.grown, self.feature_gate), 1.0, optimizer)
         return update
 
-    def _update_edges(self, sparsity, regrow_fraction, probe, optimizer) -> SiteUpdate:
+    def _update_edges(self, sparsity, regrow_fraction, probe, optimizer, live_scores) -> SiteUpdate:
+        mask = self.engine.mask(EDGES)
         values = self.edge_weight() if self.edge_logit is not None else torch.ones(self.edge_set.num_edges)
-        view = SiteView(mask=self.engine.mask(EDGES), values=values.detach(), grad=probe.edge_grad)
-        prune_scores = view.values if self.edge_logit is not None else gradient_magnitude(view)
-        update = prune_and_regrow(self.engine, EDGES, sparsity, regrow_fraction, prune_scores, descent(view))
+        view = SiteView(mask=mask, values=values.detach(), grad=None if probe is None else probe.edge_grad)
+        if live_scores is None:
+            if self.edge_logit is None and probe is None:
+                raise ValueError("fixed edges are scored by their gradient: pass a probe or prune_scores")
+            live_scores = view.values if self.edge_logit is not None else gradient_magnitude(view)
+        grow_scores = _no_scores(mask) if probe is None else descent(view)
+        update = prune_and_regrow(self.engine, EDGES, sparsity, regrow_fraction, live_scores, grow_scores)
         if self.edge_logit is not None:
             with torch.no_grad():
                 self._reset_entries(self.edge_logit, self._revived(EDGES, update.grown, self.edge_logit), self.edge_init_logit, optimizer)
@@ -324,3 +355,8 @@ class CoPruner:
             if self.feature_gate is not None:
                 self.feature_gate.copy_(state["feature_gate"])
         self.refresh()
+
+
+def _no_scores(mask: Tensor) -> Tensor:
+    """Placeholder grow scores when nothing regrows."""
+    return torch.zeros(mask.shape)

@@ -2,20 +2,28 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .copruning import CoPruner, PruneTargets
+from .checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, checkpoint_path, differing_keys,
+                         load_checkpoint, save_checkpoint, seed_everything)
+from .copruning import CoPruner, PruneTargets, WeightGranularity
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
-from .methods import CGP, CGPConfig, Dense
+from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
+                      fit_ugs)
+from .methods import train_once as _train_once
+from .minibatch import MiniBatchConfig, train_once_minibatch
 from .metrics import mean_std
 from .nn import build_model
-from .training import TrainConfig, TrainResult, evaluate, train
+from .training import TrainConfig, TrainResult, evaluate
 
 
 @dataclass(frozen=True)
@@ -37,41 +45,107 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one ``gnnprune prune`` run needs; recorded verbatim in metrics.json."""
+    """Everything one ``gnnprune prune`` run needs; recorded verbatim in metrics.json.
+
+    Attributes:
+        dataset: data set name (see :data:`gnnprune.data.DATASETS`).
+        model: architecture.
+        train: optimisation (the seed field is replaced by each of ``seeds``).
+        method: one of :data:`gnnprune.methods.METHODS`.
+        targets: final sparsity of weights (every layer), edges and features.
+        weight_granularity: prune single weights or whole output units (not UGS: element only).
+        cgp, oneshot, ugs: settings of those methods (the others have none).
+        seeds: one run per seed.
+        minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
+    """
 
     dataset: str
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method: str = "cgp"
+    targets: PruneTargets = field(default_factory=PruneTargets)
+    weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
     cgp: CGPConfig = field(default_factory=CGPConfig)
+    oneshot: OneShotConfig = field(default_factory=OneShotConfig)
+    ugs: UGSConfig = field(default_factory=UGSConfig)
     seeds: tuple[int, ...] = (0,)
-    minibatch: "MiniBatchConfig | None" = None  # set: train on node batches (gnnprune.minibatch)
+    minibatch: MiniBatchConfig | None = None
 
-    @property
-    def method(self) -> str:
-        return "dense" if self.cgp.targets.is_dense else "cgp"
+    def __post_init__(self) -> None:
+        if self.minibatch is not None and self.method == "ugs":
+            raise ValueError("ugs trains full-batch only; drop --batch-size")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method == "dense" and not self.targets.is_dense:
+            raise ValueError("method dense takes no sparsity targets (all must be 0)")
+        if self.method == "cgp" and not self.targets.is_dense:
+            self.cgp.check_epochs(self.train.epochs)
+        if self.method == "ugs" and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
+            raise ValueError("ugs prunes single weights only (weight granularity 'element')")
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "method": self.method}
+        return dataclasses.asdict(self)
 
 
-def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True) -> tuple[dict, dict]:
-    """Train one seed; returns ``(metrics, artifacts)`` (artifacts: tensors to save)."""
-    torch.manual_seed(seed)
-    m = config.model
-    model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
-                        **m.options)
-    pruning = config.method == "cgp"
-    options = dict(learn_edge_weights=pruning, learn_feature_gates=pruning, weight_granularity=config.cgp.weight_granularity)
-    method = CGP(config.cgp) if pruning else Dense()
+def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: TrainConfig,
+               progress: bool = True, **loop) -> Fitted:
+    """Train ``model`` under ``config.method``; returns the selected result and its masks.
+
+    ``loop``: checkpoint / resume / stop arguments of :func:`~gnnprune.training.train`. UGS
+    runs many trainings: it honours a stop request but neither checkpoints nor resumes.
+    """
+    targets, granularity = config.targets, WeightGranularity(config.weight_granularity)
+    train_once = _train_once if config.minibatch is None else functools.partial(train_once_minibatch,
+                                                                                 batching=config.minibatch)
+    if config.method == "ugs":
+        if loop.get("resume_from") is not None:
+            raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")
+        return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
+    if config.method == "oneshot":
+        finetune = config.oneshot.finetune_epochs or train_config.epochs
+        return train_once(OneShot(targets, prune_epoch=train_config.epochs), model, data, train_config,
+                          learn_gates=True, granularity=granularity, epochs=train_config.epochs + finetune,
+                          progress=progress, **loop)
+    hooks = {"dense": Dense, "random": lambda: RandomMasks(targets), "cgp": lambda: CGP(config.cgp, targets)}
+    learn_gates = config.method == "cgp" and not targets.is_dense
+    return train_once(hooks[config.method](), model, data, train_config, learn_gates=learn_gates,
+                      granularity=granularity, progress=progress, **loop)
+
+
+def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True, *,
+             checkpoint_file: Path | None = None, checkpoint_every: int = 0, resume_from: dict | None = None,
+             should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict]:
+    """Train one seed; returns ``(metrics, artifacts)`` (artifacts: tensors to save).
+
+    Args:
+        checkpoint_file: where checkpoints go (every ``checkpoint_every`` epochs, at the end and
+            at a stop request); ``None``: no checkpoints.
+        resume_from: a checkpoint of this seed and config (see :func:`plan_resume`).
+        should_stop: see :func:`~gnnprune.training.train`.
+    """
+    model = build_seed_model(config, data, seed)
     train_config = dataclasses.replace(config.train, seed=seed)
-    if config.minibatch is None:
-        pruner = CoPruner(model, data, **options)
-        result = train(model, data, pruner, method, train_config, progress=progress)
-    else:
-        from .minibatch import MiniBatchCoPruner, train_minibatch
+    on_checkpoint = None
+    if checkpoint_file is not None:
+        stamp = {"config": _plain(config.as_dict()), "seed": seed}
+        on_checkpoint = lambda state: save_checkpoint({**state, **stamp}, checkpoint_file)  # noqa: E731
+    fitted = fit_method(config, model, data, train_config, progress, checkpoint_every=checkpoint_every,
+                        on_checkpoint=on_checkpoint, resume_from=resume_from, should_stop=should_stop)
+    return measure_fitted(config, data, seed, model, fitted)
 
-        pruner = MiniBatchCoPruner(model, data, config.minibatch, seed=seed, **options)
-        result = train_minibatch(model, data, pruner, method, train_config, progress=progress)
+
+def build_seed_model(config: ExperimentConfig, data: GraphData, seed: int):
+    """The model of one seed, initialised after seeding every generator with ``seed``."""
+    seed_everything(seed)
+    m = config.model
+    return build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
+                       **m.options)
+
+
+def measure_fitted(config: ExperimentConfig, data: GraphData, seed: int, model, fitted: Fitted) -> tuple[dict, dict]:
+    """Load the selected state into ``model`` and measure it; returns ``(metrics, artifacts)``."""
+    m = config.model
+    result, pruner = fitted.result, fitted.pruner
     model.load_state_dict(result.model_state)
     pruner.load_state_dict(result.pruner_state)
     metrics = _measure(model, pruner, data, result)
@@ -147,25 +221,140 @@ def summarize(runs: list[dict]) -> dict:
     return {key: mean_std([get(r) for r in runs]) for key, get in keys.items()}
 
 
+class ResumeError(ValueError):
+    """A run folder cannot be resumed with the given configuration."""
+
+
+@dataclass
+class ResumePlan:
+    """What :func:`run_experiment` continues: the record, finished seeds, a checkpoint per unfinished seed."""
+
+    record: dict
+    finished: dict[int, dict]
+    checkpoints: dict[int, dict]
+
+
+def plan_resume(config: ExperimentConfig, data: GraphData, out: Path) -> ResumePlan:
+    """Check that ``out`` is an unfinished run of ``config`` on ``data``; read what it holds.
+
+    Writes nothing. Raises :class:`ResumeError` (or :class:`CheckpointError`) with one line
+    naming the differing configuration keys or the unreadable file.
+    """
+    out = Path(out)
+    path = out / "metrics.json"
+    record = _read_json(path, f"nothing to resume in {out}: {path} not found")
+    if not isinstance(record, dict) or not {"status", "config", "data", "runs"} <= record.keys():
+        raise ResumeError(f"cannot resume from {path}: not a gnnprune run record")
+    differing = differing_keys(record["config"], _plain(config.as_dict()))
+    differing += [f"data.{key}" for key in differing_keys(record["data"], _plain(data.describe()))]
+    if differing:
+        raise ResumeError(f"cannot resume {out}: arguments differ from the run's in {', '.join(differing)}")
+    if record["status"] == "done":
+        raise ResumeError(f"run folder {out} is done; nothing to resume")
+    finished, checkpoints = {}, {}
+    for seed in config.seeds:
+        folder = out / f"seed-{seed}"
+        if (folder / "metrics.json").exists():
+            finished[seed] = _read_json(folder / "metrics.json", "")
+        elif checkpoint_path(folder).exists():
+            state = load_checkpoint(checkpoint_path(folder))
+            if state.get("seed") != seed or differing_keys(state.get("config", {}), record["config"]):
+                raise CheckpointError(f"checkpoint {checkpoint_path(folder)} belongs to another run")
+            checkpoints[seed] = state
+    return ResumePlan(record, finished, checkpoints)
+
+
+def _read_json(path: Path, missing: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResumeError(missing or f"{path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResumeError(f"cannot read {path}: {exc}") from None
+
+
+def _plain(obj):
+    return json.loads(json.dumps(obj))
+
+
+def _summary_row(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("mask_updates", "config", "data")}
+
+
 def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progress: bool = True,
-                   on_seed=None) -> dict:
+                   on_seed=None, *, checkpoint_every: int = 0, resume: ResumePlan | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict:
     """Run every seed and write the run folder.
 
     Layout: ``out/metrics.json`` (config, per-seed results, summary, status) and per seed
-    ``out/seed-K/{metrics.json, model.pt, masks.pt, pruned_graph.pt}``. Every file is
-    written atomically; ``status`` is ``running`` until all seeds are done.
+    ``out/seed-K/{metrics.json, model.pt, masks.pt, pruned_graph.pt, checkpoint.pt}``. Every
+    file is written atomically. ``status`` is ``running``, then ``done``; ``interrupted``
+    (with where and the checkpoint) after a stop request or abort; ``failed`` (with the error)
+    after a non-finite loss.
+
+    Args:
+        checkpoint_every: checkpoint each seed every this many epochs (0: only at its end and
+            at a stop request).
+        resume: from :func:`plan_resume`: finished seeds are kept, not rerun; the seed in
+            progress continues from its checkpoint.
+        should_stop: polled after every epoch and before every seed.
+
+    Raises:
+        TrainingInterrupted: after ``should_stop`` (with ``seed`` and ``checkpoint`` set).
+        NonFiniteError: from training (with ``seed`` and ``checkpoint``: the last good one or ``None``);
+            this and any other exception leave ``status: failed`` and the error in metrics.json.
     """
-    check_new_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"status": "running", "config": config.as_dict(), "data": data.describe(), "runs": []}
+    if resume is None:
+        check_new_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"status": "running", "config": config.as_dict(), "data": data.describe(), "runs": []}
+        finished = {}
+    else:
+        for temp in out.rglob(".*.tmp"):  # left by a write that a kill cut short
+            temp.unlink()
+        stale = ("interrupted", "error", "last_good_checkpoint")
+        record = {key: value for key, value in resume.record.items() if key not in stale}
+        finished = resume.finished
+        record.update(status="running", runs=[_summary_row(finished[s]) for s in config.seeds if s in finished])
+        if record["runs"]:
+            record["summary"] = summarize(record["runs"])
     atomic_write_json(out / "metrics.json", record)
     for seed in config.seeds:
-        metrics, artifacts = run_seed(config, data, seed, progress)
+        if seed in finished:
+            if on_seed is not None:
+                on_seed(finished[seed])
+            continue
         folder = out / f"seed-{seed}"
+        checkpoint = checkpoint_path(folder)
+        try:
+            if should_stop is not None and should_stop():
+                raise TrainingInterrupted(-1)
+            metrics, artifacts = run_seed(config, data, seed, progress, checkpoint_file=checkpoint,
+                                          checkpoint_every=checkpoint_every,
+                                          resume_from=None if resume is None else resume.checkpoints.get(seed),
+                                          should_stop=should_stop)
+        except (TrainingInterrupted, KeyboardInterrupt) as exc:
+            saved = checkpoint if checkpoint.exists() else None
+            epoch = exc.epoch if isinstance(exc, TrainingInterrupted) and exc.epoch >= 0 else None
+            record.update(status="interrupted", interrupted={"seed": seed, "after_epoch": epoch,
+                                                             "checkpoint": None if saved is None else str(saved)})
+            atomic_write_json(out / "metrics.json", record)
+            if isinstance(exc, TrainingInterrupted):
+                exc.seed, exc.checkpoint = seed, saved
+            raise
+        except Exception as exc:  # NonFiniteError, or a crash: the folder says so
+            saved = checkpoint if checkpoint.exists() else None
+            error = str(exc) if isinstance(exc, NonFiniteError) else f"{type(exc).__name__}: {exc}"
+            record.update(status="failed", error=f"seed {seed}: {error}",
+                          last_good_checkpoint=None if saved is None else str(saved))
+            atomic_write_json(out / "metrics.json", record)
+            if isinstance(exc, NonFiniteError):
+                exc.seed, exc.checkpoint = seed, saved
+            raise
         for name, obj in artifacts.items():
             atomic_torch_save(obj, folder / name)
         atomic_write_json(folder / "metrics.json", {"config": config.as_dict(), "data": data.describe(), **metrics})
-        record["runs"].append({k: v for k, v in metrics.items() if k != "mask_updates"})
+        record["runs"].append(_summary_row(metrics))
         record["summary"] = summarize(record["runs"])
         atomic_write_json(out / "metrics.json", record)
         if on_seed is not None:

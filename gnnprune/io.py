@@ -16,6 +16,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -24,6 +25,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -45,7 +56,13 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises several types for truncated / tampered files
-        raise ValueError(f"cannot load {path}: not a valid gnnprune file ({type(exc).__name__}: {exc})") from None
+        if "Weights only load failed" in str(exc):
+            reason = "it holds objects other than tensors and plain containers, refused by weights_only=True"
+        else:
+            text = str(exc).strip()
+            name = type(exc).__name__
+            reason = f"{name}: {text.splitlines()[0][:200]}" if text else f"{name}, empty or cut short"
+        raise ValueError(f"cannot load {path}: not a valid gnnprune file ({reason})") from None
 
 
 class OutputExistsError(FileExistsError):

@@ -18,6 +18,7 @@ without gradients, every layer over all nodes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +27,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .copruning import CoPruner
+from .checkpoint import NonFiniteError, TrainingInterrupted
+from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
 from .graph import EdgeSelection, EdgeSet, MaskedGraph
+from .methods.base import Fitted
 from .nn import GraphModel
-from .training import Method, TrainConfig, TrainingRun, TrainResult, evaluate, make_optimizer
+from .training import (Method, TrainConfig, TrainingRun, TrainResult, _check_finite, _restore, evaluate,
+                       make_optimizer, training_state)
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,15 @@ class MiniBatchCoPruner(CoPruner):
         """The batch's kept edges with their current (learned) weights."""
         return MaskedGraph(EdgeSelection(batch.edges), self.edge_weight(batch.edge_ids))
 
+    def state_dict(self) -> dict:
+        """Masks and gates, plus the batch generator (so that a resumed run draws the same batches)."""
+        return {**super().state_dict(), "batch_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "batch_generator" in state:
+            self.generator.set_state(state["batch_generator"])
+
     def _probe_backward(self, loss_fn: Callable[[Tensor, NodeBatch], Tensor], gate: Tensor,
                         edge_value: Tensor) -> float:
         """The probe over one epoch of batches containing every edge; the loss is the mean over batches."""
@@ -176,13 +189,16 @@ class MiniBatchRun(TrainingRun):
 
 
 def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPruner, method: Method,
-                    config: TrainConfig, progress: bool = True) -> TrainResult:
+                    config: TrainConfig, progress: bool = True, *, checkpoint_every: int = 0,
+                    on_checkpoint: Callable[[dict], None] | None = None, resume_from: dict | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """:func:`gnnprune.training.train` with one optimizer step per batch.
 
     Each epoch: the method's ``on_epoch_start`` (mask updates on the global graph, probe by
     batches), then for every batch of the kept graph one forward/backward, dead-weight
     gradients masked, an Adam step and dead weights re-zeroed; then evaluation over the whole
-    kept graph. Model selection as in :func:`~gnnprune.training.train`.
+    kept graph. Model selection, checkpoints, resume (the batch generator is part of the
+    pruner's state), stop requests and the NaN guard are as in :func:`~gnnprune.training.train`.
     """
     from tqdm.auto import tqdm
 
@@ -191,9 +207,13 @@ def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPrune
     method.on_start(run)
     best: dict | None = None
     history: list[dict] = []
+    first, spent = 0, 0.0
+    if resume_from is not None:
+        best, history, spent = _restore(resume_from, run, method)
+        first = resume_from["epoch"] + 1
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=f"{method.name} {data.name} (mini-batch)", disable=not progress,
-               leave=False)
+    bar = tqdm(range(first, config.epochs), initial=first, total=config.epochs,
+               desc=f"{method.name} {data.name} (mini-batch)", disable=not progress, leave=False)
     for epoch in bar:
         run.epoch = epoch
         method.on_epoch_start(run, epoch)
@@ -203,12 +223,13 @@ def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPrune
             optimizer.zero_grad(set_to_none=True)
             loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}")
+                raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
             loss.backward()
             pruner.mask_gradients()
             optimizer.step()
             pruner.apply_weight_masks()
             losses.append(float(loss.detach()))
+        _check_finite(model, pruner, epoch)
         logits, scores = evaluate(model, pruner, data)
         run.set_pseudo_labels(logits)
         mean_loss = sum(losses) / len(losses)
@@ -217,9 +238,27 @@ def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPrune
             best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
                     "pruner": copy.deepcopy(pruner.state_dict())}
         bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{scores['val']:.3f}", refresh=False)
+        last = epoch == config.epochs - 1
+        stop = should_stop is not None and should_stop()
+        if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
+            on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))
+        if stop and not last:
+            raise TrainingInterrupted(epoch)
     method.on_finish(run)
-    elapsed = time.perf_counter() - start
+    elapsed = spent + time.perf_counter() - start
     if best is None:
         raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
     return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
                        history, run.log, best["model"], best["pruner"])
+
+
+def train_once_minibatch(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
+                         batching: MiniBatchConfig, learn_gates: bool = False,
+                         granularity: WeightGranularity = WeightGranularity.ELEMENT, epochs: int | None = None,
+                         progress: bool = True, **loop) -> Fitted:
+    """:func:`gnnprune.methods.train_once` on node batches (the batch partitions are seeded by ``config.seed``)."""
+    pruner = MiniBatchCoPruner(model, data, batching, seed=config.seed, learn_edge_weights=learn_gates,
+                               learn_feature_gates=learn_gates, weight_granularity=granularity)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    return Fitted(train_minibatch(model, data, pruner, method, config, progress=progress, **loop), pruner)

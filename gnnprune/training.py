@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .checkpoint import NonFiniteError, TrainingInterrupted, differing_keys, rng_state, set_rng_state
 from .copruning import CoPruner
 from .data import GraphData
 from .metrics import get_evaluator
@@ -69,6 +73,18 @@ class Method(Protocol):
 
     def on_finish(self, run: "TrainingRun") -> None: ...
 
+    def state_dict(self) -> dict:
+        """Everything the method changes while it runs (``{}`` if stateless), for checkpoints.
+
+        Tensors and plain containers only (loaded with ``weights_only=True``). On resume
+        ``on_start`` runs, then model, masks, optimizer, this state and the global generators
+        (torch CPU, ``random``, NumPy) are restored; a method drawing from a generator of its
+        own must keep that generator's state here.
+        """
+        ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 @dataclass
 class TrainingRun:
@@ -111,6 +127,16 @@ class TrainingRun:
         confidence, self.pseudo_labels = torch.softmax(logits, -1).max(-1)
         self.pseudo_mask = ~self.data.train_mask & (confidence >= self.config.pseudo_label_threshold)
 
+    def state_dict(self) -> dict:
+        """The loop state beyond model, optimizer and pruner: epoch, method log, pseudo-labels."""
+        return {"epoch": self.epoch, "log": copy.deepcopy(self.log), "pseudo_labels": self.pseudo_labels,
+                "pseudo_mask": self.pseudo_mask}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.log = copy.deepcopy(state["log"])
+        self.pseudo_labels, self.pseudo_mask = state["pseudo_labels"], state["pseudo_mask"]
+
 
 @dataclass
 class TrainResult:
@@ -146,33 +172,59 @@ def evaluate(model: GraphModel, pruner: CoPruner, data: GraphData) -> tuple[Tens
 
 
 def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, config: TrainConfig,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, *, checkpoint_every: int = 0, on_checkpoint: Callable[[dict], None] | None = None,
+          resume_from: dict | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs under ``method``.
 
     Each epoch: the method's ``on_epoch_start`` (mask updates), one forward/backward over the
     kept graph, dead-weight gradients masked, an Adam step, dead weights re-zeroed, then
     evaluation. The selected model is the one with the best validation score among the
     epochs the method marks selectable; its test score is reported.
+
+    Args:
+        checkpoint_every: hand a checkpoint to ``on_checkpoint`` after every ``checkpoint_every``-th
+            epoch (0: only after the last epoch and at a stop request).
+        on_checkpoint: receives the state of the run after an epoch (see :func:`training_state`);
+            it decides where and how to write it.
+        resume_from: such a state: ``model``, ``pruner`` and ``method`` must be built as for the
+            original run; the method's ``on_start`` runs, then model, optimizer, masks, gates,
+            method, loop state and random generators are restored and training continues after
+            the saved epoch. The result equals the uninterrupted run's (bit for bit on CPU).
+        should_stop: polled after every epoch; when true, a checkpoint is handed over and
+            :class:`~gnnprune.checkpoint.TrainingInterrupted` is raised.
+
+    Raises:
+        NonFiniteError: the loss or a parameter became NaN / inf; that epoch is not checkpointed.
+        TrainingInterrupted: ``should_stop`` answered true before the last epoch.
     """
     optimizer = make_optimizer(model, pruner, config)
     run = TrainingRun(model, data, pruner, optimizer, config)
     method.on_start(run)
     best: dict | None = None
     history: list[dict] = []
+    first, spent = 0, 0.0
+    if resume_from is not None:
+        best, history, spent = _restore(resume_from, run, method)
+        first = resume_from["epoch"] + 1
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=f"{method.name} {data.name}", disable=not progress, leave=False)
+    bar = tqdm(range(first, config.epochs), initial=first, total=config.epochs, desc=f"{method.name} {data.name}",
+               disable=not progress, leave=False)
     for epoch in bar:
         run.epoch = epoch
         method.on_epoch_start(run, epoch)
         model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
+        penalty = getattr(method, "penalty", None)  # optional hook: a regulariser (e.g. UGS's L1)
+        if penalty is not None:
+            loss = loss + penalty(run)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}")
+            raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
         loss.backward()
         pruner.mask_gradients()
         optimizer.step()
         pruner.apply_weight_masks()
+        _check_finite(model, pruner, epoch)
         logits, scores = evaluate(model, pruner, data)
         run.set_pseudo_labels(logits)
         history.append({"epoch": epoch, "loss": float(loss.detach()), **scores})
@@ -180,9 +232,68 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
             best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
                     "pruner": copy.deepcopy(pruner.state_dict())}
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val=f"{scores['val']:.3f}", refresh=False)
+        last = epoch == config.epochs - 1
+        stop = should_stop is not None and should_stop()
+        if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
+            on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))
+        if stop and not last:
+            raise TrainingInterrupted(epoch)
     method.on_finish(run)
-    elapsed = time.perf_counter() - start
+    elapsed = spent + time.perf_counter() - start
     if best is None:
         raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
     return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
                        history, run.log, best["model"], best["pruner"])
+
+
+def training_state(run: TrainingRun, method: Method, history: list[dict], best: dict | None,
+                   train_time_s: float) -> dict:
+    """Everything needed to continue a run after ``run.epoch``, as tensors and plain containers.
+
+    Keys: ``epoch``, ``train_config`` (a plain dict), ``method`` (name and ``state_dict()``, or
+    ``None`` for a method without one), ``model``, ``optimizer``, ``pruner`` (masks, gates),
+    ``run`` (:meth:`TrainingRun.state_dict`), ``history``, ``best`` (the selected epoch so far,
+    with its model and masks), ``train_time_s`` and ``rng`` (torch, ``random``, NumPy).
+    """
+    method_state = method.state_dict() if hasattr(method, "state_dict") else None
+    return {
+        "epoch": run.epoch,
+        "train_config": _plain(dataclasses.asdict(run.config)),
+        "method": {"name": method.name, "state": method_state},
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "pruner": run.pruner.state_dict(),
+        "run": run.state_dict(),
+        "history": copy.deepcopy(history),
+        "best": best,
+        "train_time_s": train_time_s,
+        "rng": rng_state(),
+    }
+
+
+def _restore(state: dict, run: TrainingRun, method: Method) -> tuple[dict | None, list[dict], float]:
+    if state["method"]["name"] != method.name:
+        raise ValueError(f"checkpoint is of method {state['method']['name']!r}, not {method.name!r}")
+    differing = differing_keys(state["train_config"], _plain(dataclasses.asdict(run.config)))
+    if differing:
+        raise ValueError(f"checkpoint was trained with other settings: {', '.join(differing)}")
+    if state["method"]["state"] is None or not hasattr(method, "load_state_dict"):
+        raise ValueError(f"method {method.name!r} keeps no state_dict(); it cannot be resumed exactly")
+    run.model.load_state_dict(state["model"])
+    run.pruner.load_state_dict(state["pruner"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    method.load_state_dict(state["method"]["state"])
+    run.load_state_dict(state["run"])
+    set_rng_state(state["rng"])
+    return state["best"], copy.deepcopy(state["history"]), float(state["train_time_s"])
+
+
+def _check_finite(model: GraphModel, pruner: CoPruner, epoch: int) -> None:
+    for name, param in [*model.named_parameters(), *(("gate", g) for g in pruner.gate_parameters())]:
+        if not bool(torch.isfinite(param).all()):
+            raise NonFiniteError(f"parameter {name} became non-finite", epoch)
+
+
+def _plain(config: dict) -> dict:
+    """JSON-normalised copy (enums -> their values, tuples -> lists), safe for ``weights_only`` loads."""
+    return json.loads(json.dumps(config))

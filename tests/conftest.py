@@ -43,3 +43,16 @@ def cora() -> GraphData:
         return load_dataset("cora", os.environ.get("GNNPRUNE_DATA"))
     except FileNotFoundError as exc:  # pragma: no cover - data ships beside the repo
         pytest.skip(str(exc))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many cases of the CLI's bad-input table (tests/test_cli.py::test_bad_input) ran."""
+    outcomes = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        ids = {r.nodeid for r in terminalreporter.stats.get(outcome, [])
+               if getattr(r, "nodeid", "").startswith("tests/test_cli.py::test_bad_input[")}
+        if ids:
+            outcomes[outcome] = len(ids)
+    if outcomes:
+        detail = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())
+        terminalreporter.write_line(f"bad-input table: {sum(outcomes.values())} cases tried ({detail})")

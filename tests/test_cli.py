@@ -1,11 +1,17 @@
 import json
 import os
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
+from gnnprune.checkpoint import TrainingInterrupted
 from gnnprune.cli import main
 from tests.conftest import REPO
 
@@ -45,35 +51,6 @@ def test_cli_run_writes_every_file(tmp_path, cora):
     assert not list(out.rglob("*.tmp"))
 
 
-BAD = [
-    (["--weight-sparsity", "1.0"], "sparsity must be in [0, 1)"),
-    (["--edge-sparsity", "-0.1"], "sparsity must be in [0, 1)"),
-    (["--feature-sparsity", "abc"], "is not a number"),
-    (["--epochs", "0"], "must be >= 1"),
-    (["--model", "transformer"], "unknown model 'transformer'; choose from "),
-    (["--dataset", "pubmed"], "choose from cora, citeseer, synthetic"),
-    (["--seeds", "1,1"], "distinct"),
-    (["--dataset", "synthetic:nodes=5"], "bad synthetic option"),
-    (["--weight-sparsity", "0.5", "--epochs", "10", "--prune-end", "10"], "prune_end (10) must be < epochs (10)"),
-]
-
-
-@pytest.mark.parametrize("extra,message", BAD)
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, extra, message):
-    out = tmp_path / "out"
-    args = ["prune", "--dataset", "cora", "--out", str(out)]
-    for i in range(0, len(extra), 2):  # later flags override defaults
-        if extra[i] in args:
-            args[args.index(extra[i]) + 1] = extra[i + 1]
-        else:
-            args += extra[i:i + 2]
-    result = _cli(args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not out.exists()
-
-
 def test_existing_non_empty_out_is_refused_and_untouched(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -101,5 +78,322 @@ def test_help_documents_the_options():
     result = _cli(["prune", "--help"])
     assert result.returncode == 0
     for flag in ("--weight-sparsity", "--edge-sparsity", "--feature-sparsity", "--seeds", "--out", "--data-root",
-                 "pruned_graph.pt"):
+                 "pruned_graph.pt", "--resume", "--checkpoint-every", "checkpoint.pt"):
         assert flag in result.stdout
+
+
+# interruption and resume ----------------------------------------------------------------------------------------
+SMALL = "synthetic:num_nodes=400,num_classes=3,num_features=32,num_val=100,num_test=200"
+CGP_RUN = ["prune", "--dataset", SMALL, "--weight-sparsity", "0.8", "--edge-sparsity", "0.5", "--feature-sparsity",
+           "0.5", "--epochs", "300", "--hidden", "32", "--threads", "1", "--checkpoint-every", "40", "--no-progress"]
+RESULT_KEYS = ("test", "val", "train", "best_epoch", "final_check", "sparsity", "macs", "mask_updates", "epochs")
+
+
+def _results(out):
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    return {key: metrics[key] for key in RESULT_KEYS}
+
+
+def _launch(args):
+    return subprocess.Popen([sys.executable, "-m", "gnnprune", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert _cli([*CGP_RUN, "--out", str(out)]).returncode == 0
+    results = _results(out)
+    assert len(results["mask_updates"]) == 22
+    return results
+
+
+def test_sigterm_mid_schedule_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    cut = tmp_path / "cut"
+    process = _launch([*CGP_RUN, "--out", str(cut)])
+    _wait_for(cut / "seed-0" / "checkpoint.pt", process)  # first checkpoint: after epoch 39, 3 mask updates in
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    record = json.loads((cut / "metrics.json").read_text())
+    assert record["status"] == "interrupted"
+    stopped = record["interrupted"]["after_epoch"]
+    assert 39 <= stopped < 225  # inside the pruning schedule (mask updates at epochs 15, 25, ..., 215, 225)
+    last = stderr.strip().splitlines()[-1]
+    command = f"python -m gnnprune {shlex.join([*CGP_RUN, '--out', str(cut)])} --resume"
+    assert last.endswith(f"resume with: {command}") and f"after epoch {stopped} of seed 0" in last
+    assert not (cut / "seed-0" / "metrics.json").exists()
+
+    resumed = _cli(shlex.split(command)[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cut / "metrics.json").read_text())["status"] == "done"
+    assert _results(cut) == uninterrupted
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, uninterrupted):
+    """A lost machine (SIGKILL: no handler runs): the folder still says 'running'; --resume continues it."""
+    out = tmp_path / "killed"
+    process = _launch([*CGP_RUN, "--out", str(out)])
+    _wait_for(out / "seed-0" / "checkpoint.pt", process)
+    process.kill()
+    process.communicate(timeout=120)
+    assert json.loads((out / "metrics.json").read_text())["status"] == "running"
+    (out / "seed-0" / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a kill mid-write
+    resumed = _cli([*CGP_RUN, "--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(out) == uninterrupted
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_sigint_exits_130_with_an_interrupted_record(tmp_path):
+    out = tmp_path / "run"
+    process = _launch([*CGP_RUN, "--out", str(out)])
+    _wait_for(out / "seed-0" / "checkpoint.pt", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "SIGINT: finishing this epoch" in stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_non_finite_loss_exits_1_with_one_line_and_a_failed_record(tmp_path):
+    out = tmp_path / "run"
+    result = _cli(["prune", "--dataset", SMALL, "--epochs", "30", "--lr", "1e30", "--hidden", "8", "--no-progress",
+                   "--checkpoint-every", "1", "--out", str(out)])
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"gnnprune prune: error: seed 0: .* became .* at epoch (\d+); stopped, the last good "
+                        r"checkpoint \S+checkpoint\.pt is kept \(try a lower --lr\)", line), line
+    epoch = int(re.search(r"at epoch (\d+)", line).group(1))
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "failed" and f"at epoch {epoch}" in record["error"]
+    assert torch.load(out / "seed-0" / "checkpoint.pt", weights_only=True)["epoch"] == epoch - 1
+
+
+# the bad-input table --------------------------------------------------------------------------------------------
+# Every case runs the CLI in-process on a prepared folder and must exit 2 with one stderr line holding the
+# expected text, leaving every file as it was. conftest.py counts the cases in the terminal summary.
+TABLE_RUN = ["prune", "--dataset", "synthetic:num_nodes=300,num_classes=3,num_features=16,num_val=60,num_test=100",
+             "--weight-sparsity", "0.5", "--epochs", "20", "--hidden", "8", "--seeds", "0,1", "--checkpoint-every", "5",
+             "--no-progress"]
+
+
+def _with(extra, base=TABLE_RUN):
+    """``base`` with the flags of ``extra`` set: a present flag gets the new value, others are appended."""
+    args = list(base)
+    i = 0
+    while i < len(extra):
+        flag, value = extra[i], extra[i + 1:i + 2]
+        if value and value[0].startswith("--"):
+            value = []  # a switch such as --resume
+        if flag in args and value:
+            args[args.index(flag) + 1] = value[0]
+        elif flag not in args:
+            args += [flag, *value]
+        i += 1 + len(value)
+    return args
+
+
+def _corrupt_checkpoint(run):
+    path = run / "seed-0" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def _tamper_checkpoint(run):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    torch.save({"format": "gnnprune-checkpoint", "evil": Evil()}, run / "seed-0" / "checkpoint.pt")
+
+
+def _checkpoint_of_other_seed(run):
+    (run / "seed-1").mkdir()
+    os.replace(run / "seed-0" / "checkpoint.pt", run / "seed-1" / "checkpoint.pt")
+
+
+def _model_as_checkpoint(run):
+    shutil.copy(run.parent / "done" / "seed-0" / "model.pt", run / "seed-0" / "checkpoint.pt")
+
+
+def _write(relative, data):
+    def write(run):
+        (run / relative).write_bytes(data)
+    return write
+
+
+def _truncate_cora(root):
+    x = root / "Planetoid" / "Cora" / "raw" / "ind.cora.x"
+    x.write_bytes(x.read_bytes()[:300])
+
+
+def _garble_cora_graph(root):
+    (root / "Planetoid" / "Cora" / "raw" / "ind.cora.graph").write_text("not a pickle")
+
+
+def _directory_for_cora_y(root):
+    y = root / "Planetoid" / "Cora" / "raw" / "ind.cora.y"
+    y.unlink()
+    y.mkdir()
+
+
+# (id, extra arguments, expected text of the error line, what to prepare: None, "run" (an interrupted run
+#  folder at {run}), "done" (a finished one), a function of the run folder, or ("cora", a function of a data root))
+BAD_INPUT = [
+    ("weight-sparsity=1", ["--weight-sparsity", "1.0"], "sparsity must be in [0, 1), got 1.0", None),
+    ("weight-sparsity>1", ["--weight-sparsity", "1.5"], "sparsity must be in [0, 1), got 1.5", None),
+    ("edge-sparsity<0", ["--edge-sparsity", "-0.1"], "sparsity must be in [0, 1), got -0.1", None),
+    ("feature-sparsity-text", ["--feature-sparsity", "abc"], "'abc' is not a number", None),
+    ("feature-sparsity-nan", ["--feature-sparsity", "nan"], "sparsity must be in [0, 1), got nan", None),
+    ("weight-sparsity-empty", ["--weight-sparsity", ""], "'' is not a number", None),
+    ("epochs=0", ["--epochs", "0"], "argument --epochs: must be >= 1, got 0", None),
+    ("epochs<0", ["--epochs", "-3"], "must be >= 1, got -3", None),
+    ("epochs-float", ["--epochs", "2.5"], "'2.5' is not an integer", None),
+    ("model-unknown", ["--model", "transformer"], "unknown model 'transformer'; choose from ", None),
+    ("dataset-unknown", ["--dataset", "pubmed"], "unknown dataset 'pubmed'; choose from cora, citeseer, synthetic",
+     None),
+    ("synthetic-unknown-key", ["--dataset", "synthetic:nodes=5"], "bad synthetic option 'nodes=5'", None),
+    ("synthetic-bad-int", ["--dataset", "synthetic:num_nodes=abc"], "num_nodes needs an int", None),
+    ("synthetic-bad-homophily", ["--dataset", "synthetic:homophily=2"], "homophily must be in [0, 1], got 2.0", None),
+    ("synthetic-split-too-big", ["--dataset", "synthetic:num_nodes=300"], "300 nodes cannot hold", None),
+    ("seeds-duplicate", ["--seeds", "1,1"], "distinct", None),
+    ("seeds-text", ["--seeds", "a,b"], "seeds must be comma-separated integers, got 'a,b'", None),
+    ("seeds-negative", ["--seeds", "-1"], "distinct non-negative integers, got '-1'", None),
+    ("seed-and-seeds", ["--seed", "3"], "argument --seed: not allowed with argument --seeds", None),
+    ("hidden=0", ["--hidden", "0"], "argument --hidden: must be >= 1, got 0", None),
+    ("hidden-huge", ["--hidden", "100000000000"], "cannot build model 'gcn' with these settings: RuntimeError", None),
+    ("layers=0", ["--layers", "0"], "argument --layers: must be >= 1, got 0", None),
+    ("dropout=1", ["--dropout", "1"], "argument --dropout: sparsity must be in [0, 1), got 1", None),
+    ("option-no-value", ["--option", "K"], "bad --option 'K'; use KEY=VALUE", None),
+    ("option-unknown", ["--option", "foo=1"], "unexpected keyword argument 'foo'", None),
+    ("option-bad-value", ["--model", "sgc", "--option", "K=-1"], "K must be >= 0, got -1", None),
+    ("lr<0", ["--lr", "-1"], "argument --lr: must be a finite number >= 0, got -1", None),
+    ("lr=0", ["--lr", "0"], "lr must be > 0, got 0.0", None),
+    ("lr=inf", ["--lr", "inf"], "argument --lr: must be a finite number >= 0, got inf", None),
+    ("weight-decay<0", ["--weight-decay", "-0.001"], "argument --weight-decay: must be a finite number >= 0", None),
+    ("gate-lr-nan", ["--gate-lr", "nan"], "argument --gate-lr: must be a finite number >= 0, got nan", None),
+    ("pseudo-label-weight<0", ["--pseudo-label-weight", "-0.5"], "--pseudo-label-weight: must be a finite", None),
+    ("prune-start<0", ["--prune-start", "-1"], "argument --prune-start: must be >= 0, got -1", None),
+    ("prune-end=epochs", ["--epochs", "10", "--prune-end", "10"], "prune_end (10) must be < epochs (10)", None),
+    ("prune-end<start", ["--prune-start", "15", "--prune-end", "5"], "need 0 <= prune_start <= prune_end", None),
+    ("update-every=0", ["--update-every", "0"], "argument --update-every: must be >= 1, got 0", None),
+    ("regrow-fraction>1", ["--regrow-fraction", "1.5"], "regrow_fraction must be in [0, 1], got 1.5", None),
+    ("regrow-fraction-text", ["--regrow-fraction", "abc"], "invalid float value: 'abc'", None),
+    ("weight-structure-unknown", ["--weight-structure", "diagonal"], "invalid choice: 'diagonal'", None),
+    ("threads=0", ["--threads", "0"], "argument --threads: must be >= 1, got 0", None),
+    ("checkpoint-every<0", ["--checkpoint-every", "-1"], "argument --checkpoint-every: must be >= 0, got -1", None),
+    ("unknown-flag", ["--speed", "fast"], "unrecognized arguments: --speed fast", None),
+    ("out-not-empty", ["--out", "{run}"], "already exists and is not empty; choose another --out", "run"),
+    ("out-is-a-file", ["--out", "{run}/metrics.json"], "already exists and is not empty", "run"),
+    ("cora-truncated", ["--dataset", "cora", "--data-root", "{data}"],
+     "cannot load dataset 'cora' under {data}: UnpicklingError", ("cora", _truncate_cora)),
+    ("cora-garbage", ["--dataset", "cora", "--data-root", "{data}"],
+     "cannot load dataset 'cora' under {data}:", ("cora", _garble_cora_graph)),
+    ("cora-unreadable", ["--dataset", "cora", "--data-root", "{data}"],
+     "cannot load dataset 'cora' under {data}: IsADirectoryError", ("cora", _directory_for_cora_y)),
+    ("resume-no-folder", ["--out", "{run}/nothing", "--resume"], "nothing to resume in {run}/nothing", "run"),
+    ("resume-not-json", ["--out", "{run}", "--resume"], "cannot read {run}/metrics.json", _write("metrics.json", b"{")),
+    ("resume-not-a-record", ["--out", "{run}", "--resume"], "{run}/metrics.json: not a gnnprune run record",
+     _write("metrics.json", b"[1, 2]")),
+    ("resume-binary-record", ["--out", "{run}", "--resume"], "cannot read {run}/metrics.json",
+     _write("metrics.json", b"\xff\xfe\x00")),
+    ("resume-done", ["--out", "{done}", "--resume"], "run folder {done} is done; nothing to resume", "done"),
+    ("resume-other-sparsity", ["--out", "{run}", "--resume", "--weight-sparsity", "0.6"],
+     "arguments differ from the run's in targets.weights", "run"),
+    ("resume-other-model", ["--out", "{run}", "--resume", "--model", "sage"], "differ from the run's in ", "run"),
+    ("resume-other-dataset", ["--out", "{run}", "--resume", "--dataset",
+                              "synthetic:num_nodes=320,num_classes=3,num_features=16,num_val=60,num_test=100"],
+     "differ from the run's in dataset, data.nodes", "run"),
+    ("resume-other-seeds", ["--out", "{run}", "--resume", "--seeds", "0,2"], "differ from the run's in seeds", "run"),
+    ("resume-other-epochs", ["--out", "{run}", "--resume", "--epochs", "24"],
+     "differ from the run's in cgp.prune_end, train.epochs, train.pseudo_label_warmup", "run"),
+    ("resume-truncated-checkpoint", ["--out", "{run}", "--resume"],
+     "cannot load {run}/seed-0/checkpoint.pt: not a valid gnnprune file", _corrupt_checkpoint),
+    ("resume-tampered-checkpoint", ["--out", "{run}", "--resume"],
+     "cannot load {run}/seed-0/checkpoint.pt: not a valid gnnprune file (it holds objects other than tensors",
+     _tamper_checkpoint),
+    ("resume-empty-checkpoint", ["--out", "{run}", "--resume"],
+     "cannot load {run}/seed-0/checkpoint.pt: not a valid gnnprune file (EOFError, empty or cut short)",
+     _write("seed-0/checkpoint.pt", b"")),
+    ("resume-foreign-checkpoint", ["--out", "{run}", "--resume"],
+     "cannot load {run}/seed-0/checkpoint.pt: not a gnnprune checkpoint", _model_as_checkpoint),
+    ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
+     "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
+]
+BAD_INPUT_CASES = 62
+
+
+def test_bad_input_table_size():
+    assert len(BAD_INPUT) == BAD_INPUT_CASES
+    assert len({case[0] for case in BAD_INPUT}) == BAD_INPUT_CASES
+
+
+@pytest.fixture(scope="module")
+def prepared_runs(tmp_path_factory):
+    """An interrupted run of ``TABLE_RUN`` (seed 0 stopped after epoch 11) and a finished one."""
+    from gnnprune.cli import _config_from_args, build_parser
+    from gnnprune.data import load_dataset
+    from gnnprune.experiment import run_experiment
+
+    folder = tmp_path_factory.mktemp("prepared")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = _config_from_args(build_parser().parse_args(_with(["--out", str(folder / "x")])))
+        data = load_dataset(config.dataset)
+        polls = iter(range(100))
+        with pytest.raises(TrainingInterrupted):
+            run_experiment(config, data, folder / "run", progress=False, checkpoint_every=5,
+                           should_stop=lambda: next(polls) == 12)
+        assert main(_with(["--out", str(folder / "done")])) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return folder
+
+
+def _snapshot(*folders):
+    """Every file's bytes (the data loader's own cache aside)."""
+    return {p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*"))
+            if p.is_file() and "cache" not in p.relative_to(folder).parts}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
+def test_bad_input(case, tmp_path, prepared_runs, capsys):
+    name, extra, message, prepare = case
+    places = {"run": tmp_path / "run", "done": tmp_path / "done", "data": tmp_path / "data"}
+    shutil.copytree(prepared_runs / "run", places["run"])
+    shutil.copytree(prepared_runs / "done", places["done"])
+    if isinstance(prepare, tuple):
+        raw = places["data"] / "Planetoid" / "Cora" / "raw"
+        shutil.copytree(REPO.parent / "shared" / "data" / "Planetoid" / "Cora" / "raw", raw)
+        for file in raw.iterdir():
+            file.chmod(0o644)
+        prepare[1](places["data"])
+    elif callable(prepare):
+        prepare(places["run"])
+    fill = lambda text: text.format(**{k: str(v) for k, v in places.items()})  # noqa: E731
+    args = _with([fill(a) for a in extra])
+    if "--out" not in extra:
+        args = _with(["--out", str(tmp_path / "out")], args)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fill(message) in lines[0], err
+    assert lines[0].startswith("gnnprune")
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "out").exists() and not (REPO / "pwned").exists()

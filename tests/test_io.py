@@ -25,3 +25,15 @@ def test_check_new_folder(tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(OutputExistsError):
         check_new_folder(tmp_path / "full")
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644

@@ -50,7 +50,7 @@ def _cgp_pieces(data, batch_size=None, seed=0, hidden=16):
     options = dict(learn_edge_weights=True, learn_feature_gates=True)
     pruner = CoPruner(model, data, **options) if batch_size is None else \
         MiniBatchCoPruner(model, data, MiniBatchConfig(batch_size), seed=seed, **options)
-    cgp = CGP(CGPConfig(PruneTargets(0.8, 0.5, 0.5), prune_start=2, prune_end=8, update_every=2))
+    cgp = CGP(CGPConfig(prune_start=2, prune_end=8, update_every=2), PruneTargets(0.8, 0.5, 0.5))
     return model, pruner, cgp
 
 
@@ -70,7 +70,7 @@ def test_one_batch_covering_the_graph_is_full_batch_training(small_csbm):
 def test_minibatch_cgp_reaches_targets_and_learns(small_csbm):
     model, pruner, cgp = _cgp_pieces(small_csbm, batch_size=200, seed=1, hidden=64)
     config = TrainConfig(epochs=40, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1)
-    cgp = CGP(CGPConfig(PruneTargets(0.5, 0.5, 0.5), prune_start=4, prune_end=24, update_every=4))
+    cgp = CGP(CGPConfig(prune_start=4, prune_end=24, update_every=4), PruneTargets(0.5, 0.5, 0.5))
     result = train_minibatch(model, small_csbm, pruner, cgp, config, progress=False)
     assert [h["batches"] for h in result.history][:1] == [3]
     report = pruner.sparsity_report()

@@ -37,10 +37,12 @@ def parse_synthetic(spec: str) -> CSBMConfig:
         key, sep, value = item.partition("=")
         if not sep or key not in types:
             raise ValueError(f"bad synthetic option {item!r}; use KEY=VALUE with KEY in {', '.join(types)}")
+        cast = float if types[key] in (float, "float") else int
         try:
-            kwargs[key] = float(value) if types[key] in (float, "float") else int(value)
+            kwargs[key] = cast(value)
         except ValueError:
-            raise ValueError(f"bad synthetic option {item!r}: {value!r} is not a number") from None
+            raise ValueError(f"bad synthetic option {item!r}: {key} needs a{'' if cast is float else 'n'} "
+                             f"{cast.__name__}") from None
     return replace(config, **kwargs)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import shutil
 import warnings
 
-import torch
-
 from ..graph import EdgeSet
 from .graph_data import GraphData
 from .paths import DataNotFoundError, cache_dir, find

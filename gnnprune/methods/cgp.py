@@ -1,33 +1,29 @@
 """CGP: gradual co-pruning of edges, features and weights with informed regrowth, in one run."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..copruning import PruneTargets, WeightGranularity
+from ..copruning import PruneTargets
 from ..schedules import CosineDecay, CubicSparsity, update_steps
 
 
 @dataclass(frozen=True)
 class CGPConfig:
-    """When and how much to prune.
+    """When and how much to prune (the targets are given separately).
 
     Attributes:
-        targets: final sparsity of weights (every layer), edges and features.
         prune_start: first update epoch.
         prune_end: last update epoch; masks are final from here on and model selection
             considers only later epochs.
         update_every: epochs between updates.
         regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
             at ``prune_end``).
-        weight_granularity: prune single weights, or whole output units (structured).
     """
 
-    targets: PruneTargets = field(default_factory=PruneTargets)
     prune_start: int = 10
     prune_end: int = 150
     update_every: int = 10
     regrow_fraction: float = 0.3
-    weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
 
     def __post_init__(self) -> None:
         if self.prune_start < 0 or self.prune_end < self.prune_start:
@@ -41,8 +37,8 @@ class CGPConfig:
         if self.prune_end >= epochs:
             raise ValueError(f"prune_end ({self.prune_end}) must be < epochs ({epochs}) so the final masks get trained")
 
-    def schedules(self) -> dict[str, CubicSparsity]:
-        return {part: CubicSparsity(0.0, getattr(self.targets, part), self.prune_start, self.prune_end)
+    def schedules(self, targets: PruneTargets) -> dict[str, CubicSparsity]:
+        return {part: CubicSparsity(0.0, getattr(targets, part), self.prune_start, self.prune_end)
                 for part in ("weights", "edges", "features")}
 
 
@@ -57,10 +53,11 @@ class CGP:
 
     name = "cgp"
 
-    def __init__(self, config: CGPConfig) -> None:
+    def __init__(self, config: CGPConfig, targets: PruneTargets) -> None:
         self.config = config
+        self.targets = targets
         self.steps = set(update_steps(config.prune_start, config.prune_end, config.update_every))
-        self.sparsity = config.schedules()
+        self.sparsity = config.schedules(targets)
         self.regrow = CosineDecay(config.regrow_fraction, config.prune_start, config.prune_end)
 
     def on_start(self, run) -> None:
@@ -79,4 +76,11 @@ class CGP:
         return epoch >= self.config.prune_end
 
     def on_finish(self, run) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """Stateless: schedules are pure functions of the epoch; masks and gates live in the pruner."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
         pass

@@ -1,14 +1,11 @@
 """The dense baseline: no masks change."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass
 class Dense:
     """Train the full model on the full graph."""
 
-    name: str = "dense"
+    name = "dense"
 
     def on_start(self, run) -> None:
         pass
@@ -21,3 +18,15 @@ class Dense:
 
     def on_finish(self, run) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class FixedMasks(Dense):
+    """Train with whatever masks the pruner already holds (a lottery ticket's final run)."""
+
+    name = "fixed"

@@ -49,7 +49,7 @@ MODELS: dict[str, ModelSpec] = {
                      weight_decay=5e-5, epochs=200, options={"K": 2}),
     "gcn2": ModelSpec("gnnprune.nn.gcn2:GCNII", hidden_channels=64, num_layers=16, dropout=0.6, lr=0.01,
                       weight_decay=5e-4, epochs=400, options={"alpha": 0.1, "theta": 0.5, "conv_weight_decay": 0.01}),
-    "resgcn": ModelSpec("gnnprune.nn.resgcn:ResGCN", hidden_channels=64, num_layers=8, dropout=0.6, lr=0.01,
+    "resgcn": ModelSpec("gnnprune.nn.resgcn:ResGCN", hidden_channels=64, num_layers=8, dropout=0.5, lr=0.01,
                         weight_decay=1e-2, epochs=200, options={"norm": "layer"}),
 }
 

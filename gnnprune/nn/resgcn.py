@@ -1,4 +1,4 @@
-"""ResGCN: a deep stack of residual graph-convolution blocks (Li et al., ICCV 2019; DeepGCNs)."""
+"""ResGCN: a deep stack of pre-activation residual GCN blocks (DeepGCNs, Li et al. 2019; "res+", Li et al. 2020)."""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -24,15 +24,16 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class ResGCNBlock(nn.Module):
-    """One residual block around a graph convolution.
+    """One pre-activation residual block around a graph convolution ("res+", Li et al. 2020).
 
     .. math::
-        H' = H + \\mathrm{Dropout}\\big(\\mathrm{ReLU}(\\mathrm{Norm}(\\hat{A} H W + b))\\big)
+        H' = H + \\hat{A}\\,\\mathrm{Dropout}\\big(\\mathrm{ReLU}(\\mathrm{Norm}(H))\\big) W + b
 
     :math:`\\hat{A}` is the normalised adjacency of the kept edges with self-loops
-    (:meth:`MaskedGraph.gcn_operator`, shared by all blocks of a step). The norm's scale and
-    shift are 1-D, so they are never pruned; a block whose weight is pruned away entirely
-    still passes :math:`H` through.
+    (:meth:`MaskedGraph.gcn_operator`, shared by all blocks of a step). Normalising before the
+    convolution keeps the residual stream's scale in check at any depth. The norm's scale
+    and shift are 1-D, so they are never pruned; a block whose weight is pruned away
+    entirely adds only its bias.
 
     Args:
         channels: input and output width.
@@ -45,19 +46,19 @@ class ResGCNBlock(nn.Module):
 
     def __init__(self, channels: int, dropout: float = 0.5, norm: str = "layer") -> None:
         super().__init__()
-        self.conv = GCNConv(channels, channels)
         self.norm = _norm(norm, channels)
+        self.conv = GCNConv(channels, channels)
         self.dropout = dropout
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.conv.reset_parameters()
         if hasattr(self.norm, "reset_parameters"):
             self.norm.reset_parameters()
+        self.conv.reset_parameters()
 
     def forward(self, x: Tensor, graph: MaskedGraph) -> Tensor:
-        h = F.relu(self.norm(self.conv(x, graph)))
-        return x + dropout(h, self.dropout, self.training)
+        h = dropout(F.relu(self.norm(x)), self.dropout, self.training)
+        return x + self.conv(h, graph)
 
 
 class ResGCN(GraphModel):
@@ -66,9 +67,10 @@ class ResGCN(GraphModel):
     .. math::
         H^{(0)} = X W_{in} + b_{in}, \\qquad
         H^{(\\ell)} = \\mathrm{ResGCNBlock}_\\ell(H^{(\\ell-1)}), \\qquad
-        Z = \\mathrm{Dropout}(H^{(L)}) W_{out} + b_{out}
+        Z = \\mathrm{Dropout}\\big(\\mathrm{ReLU}(\\mathrm{Norm}(H^{(L)}))\\big) W_{out} + b_{out}
 
-    with dropout on the input features (on the stored values of sparse features).
+    with dropout on the input features (on the stored values of sparse features). The final
+    norm keeps the logits' scale independent of depth.
 
     Args:
         in_channels: number of input features.
@@ -88,6 +90,7 @@ class ResGCN(GraphModel):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.lin_in = Linear(in_channels, hidden_channels)
         self.blocks = nn.ModuleList(ResGCNBlock(hidden_channels, dropout, norm) for _ in range(num_layers))
+        self.norm_out = _norm(norm, hidden_channels)
         self.lin_out = Linear(hidden_channels, out_channels)
         self.dropout = dropout
 
@@ -95,7 +98,7 @@ class ResGCN(GraphModel):
         x = self.lin_in(dropout(x, self.dropout, self.training))
         for block in self.blocks:
             x = block(x, graph)
-        return self.lin_out(dropout(x, self.dropout, self.training))
+        return self.lin_out(dropout(F.relu(self.norm_out(x)), self.dropout, self.training))
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
         """Per-layer MACs: kept weights x nodes, plus operator entries x width for the blocks."""

@@ -30,7 +30,7 @@ def test_presets_and_overrides():
         2_449_029, 61_859_140, 100, 47)
     assert parse_synthetic("synthetic:products,seed=3,homophily=0.5").seed == 3
     assert parse_synthetic("synthetic:num_nodes=500,degree_skew=0.5") == CSBMConfig(num_nodes=500, degree_skew=0.5)
-    for bad, message in (("synthetic:papers", "unknown synthetic preset"), ("synthetic:arxiv,seed=x", "not a number"),
+    for bad, message in (("synthetic:papers", "unknown synthetic preset"), ("synthetic:arxiv,seed=x", "seed needs an int"),
                          ("synthetic:degree_skew=3", "degree_skew")):
         with pytest.raises(ValueError, match=message):
             check_dataset_name(bad)

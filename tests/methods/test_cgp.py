@@ -13,7 +13,7 @@ def _run(data, targets, epochs=60, seed=0, hidden=32, **cgp):
     model = GCN(data.num_features, hidden, data.num_classes)
     pruning = not targets.is_dense
     pruner = CoPruner(model, data, learn_edge_weights=pruning, learn_feature_gates=pruning)
-    method = CGP(CGPConfig(targets, **cgp)) if pruning else Dense()
+    method = CGP(CGPConfig(**cgp), targets) if pruning else Dense()
     result = train(model, data, pruner, method, TrainConfig(epochs=epochs, seed=seed, pseudo_label_weight=0.3,
                                                                      pseudo_label_warmup=epochs // 4, gate_lr=0.1),
                    progress=False)

@@ -2,8 +2,7 @@ import pytest
 import torch
 from torch_geometric.nn import GCNConv as PygGCNConv
 
-from gnnprune.features import NodeFeatures
-from gnnprune.graph import EdgeSet, MaskedGraph
+from gnnprune.graph import MaskedGraph
 from gnnprune.nn import GCN
 from tests.conftest import tiny_graph
 
@@ -21,38 +20,6 @@ def test_gcn_layer_matches_pyg_gcnconv(in_channels, out_channels):
     ours = model(data.x, MaskedGraph.full(data.edges))
     theirs = pyg(data.x, data.edges.directed())
     assert torch.allclose(ours, theirs, atol=1e-6)
-
-
-def test_sparse_and_dense_features_give_the_same_output():
-    data = tiny_graph(num_features=8)
-    x = data.x * (torch.rand(6, 8) < 0.3)
-    model = GCN(8, 16, 2).eval()
-    graph = MaskedGraph.full(data.edges)
-    sparse = NodeFeatures(x, sparse=True).select().gated()
-    assert torch.allclose(model(sparse, graph), model(x, graph), atol=1e-6)
-
-
-def test_masking_edges_equals_deleting_them_in_the_model():
-    data = tiny_graph()
-    keep = torch.tensor([1, 1, 0, 1, 0, 1, 1], dtype=torch.bool)
-    model = GCN(3, 8, 2, num_layers=3).eval()
-    masked = model(data.x, MaskedGraph(data.edges.select(keep)))
-    deleted = model(data.x, MaskedGraph.full(EdgeSet(data.edges.edges[:, keep], 6)))
-    assert torch.allclose(masked, deleted, atol=1e-6)
-
-
-def test_node_permutation_permutes_the_output():
-    data = tiny_graph()
-    keep = torch.tensor([1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
-    model = GCN(3, 8, 2).eval()
-    out = model(data.x, MaskedGraph(data.edges.select(keep)))
-    perm = torch.tensor([3, 5, 0, 1, 4, 2])  # new node i is old node perm[i]
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(6)
-    kept = data.edges.edges[:, keep]
-    permuted_edges = EdgeSet.from_edge_index(inverse[kept], 6)
-    out_p = model(data.x[perm], MaskedGraph.full(permuted_edges))
-    assert torch.allclose(out_p, out[perm], atol=1e-6)
 
 
 def test_reset_parameters_changes_weights_and_zeroes_bias():

@@ -3,14 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.nn import SAGEConv as PygSAGEConv
 
-from gnnprune.copruning import EDGES, FEATURES, CoPruner, PruneTargets
-from gnnprune.features import NodeFeatures
-from gnnprune.graph import EdgeSet, MaskedGraph
-from gnnprune.masks import kept_count
-from gnnprune.methods import CGP, CGPConfig
+from gnnprune.copruning import EDGES, FEATURES, CoPruner
+from gnnprune.graph import MaskedGraph
 from gnnprune.nn import build_model
 from gnnprune.nn.sage import GraphSAGE, SAGEConv
-from gnnprune.training import TrainConfig, train
 from tests.conftest import tiny_graph
 
 
@@ -52,29 +48,6 @@ def test_weighted_mean_matches_the_dense_formula():
     assert torch.allclose(conv(x, MaskedGraph(data.edges.select(), w)), expected, atol=1e-10)
 
 
-def test_masking_edges_equals_deleting_them_in_the_model():
-    data = tiny_graph()
-    keep = torch.tensor([1, 1, 0, 1, 0, 1, 1], dtype=torch.bool)
-    torch.manual_seed(0)
-    model = GraphSAGE(3, 8, 2, num_layers=3).eval()
-    w = torch.rand(int(keep.sum()))
-    masked = model(data.x, MaskedGraph(data.edges.select(keep), w))
-    deleted = model(data.x, MaskedGraph(EdgeSet(data.edges.edges[:, keep], 6).select(), w))
-    assert torch.allclose(masked, deleted, atol=1e-6)
-
-
-def test_zero_weight_edge_equals_absent_edge():
-    data = tiny_graph()
-    torch.manual_seed(0)
-    model = GraphSAGE(3, 8, 2).eval()
-    keep = torch.tensor([1, 0, 1, 1, 0, 1, 0], dtype=torch.bool)  # node 4 loses all its edges
-    w = torch.rand(7) * 0.9 + 0.05
-    w[~keep] = 0.0
-    present = model(data.x, MaskedGraph(data.edges.select(), w))
-    absent = model(data.x, MaskedGraph(data.edges.select(keep), w[keep]))
-    assert torch.allclose(present, absent, atol=1e-6)
-
-
 def test_node_without_kept_neighbours_uses_its_root_term_only():
     data = tiny_graph()
     torch.manual_seed(0)
@@ -106,43 +79,6 @@ def test_probe_gradient_of_a_dead_edge_is_the_real_derivative_at_zero():
               - loss(model(x, MaskedGraph(data.edges.select(), minus)))) / (plus[e] - minus[e])
         assert probe.edge_grad[e].item() == pytest.approx(fd.item(), rel=1e-3, abs=1e-7)
     assert probe.edge_grad[0] != 0 and probe.edge_grad[3] != 0
-
-
-def test_gradients_reach_edge_weights():
-    data = tiny_graph()
-    torch.manual_seed(0)
-    model = GraphSAGE(3, 8, 2)
-    w = torch.full((7,), 0.7, requires_grad=True)
-    model(data.x, MaskedGraph(data.edges.select(), w)).pow(2).sum().backward()
-    assert w.grad is not None and bool((w.grad != 0).any())
-
-
-def test_node_permutation_permutes_the_output():
-    data = tiny_graph()
-    keep = torch.tensor([1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
-    torch.manual_seed(0)
-    model = GraphSAGE(3, 8, 2).eval()
-    w = torch.rand(int(keep.sum()))
-    kept = data.edges.edges[:, keep]
-    out = model(data.x, MaskedGraph(data.edges.select(keep), w))
-    perm = torch.tensor([3, 5, 0, 1, 4, 2])  # new node i is old node perm[i]
-    inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(6)
-    mapped = inverse[kept]
-    lo, hi = mapped.min(0).values, mapped.max(0).values
-    order = torch.argsort(lo * 6 + hi)  # EdgeSet order of the permuted edges, weights follow
-    permuted = EdgeSet(torch.stack([lo, hi])[:, order], 6)
-    out_p = model(data.x[perm], MaskedGraph(permuted.select(), w[order]))
-    assert torch.allclose(out_p, out[perm], atol=1e-6)
-
-
-def test_sparse_and_dense_features_give_the_same_output():
-    data = tiny_graph(num_features=8)
-    x = data.x * (torch.rand(6, 8) < 0.3)
-    model = GraphSAGE(8, 16, 2).eval()
-    graph = MaskedGraph.full(data.edges)
-    sparse = NodeFeatures(x, sparse=True).select().gated()
-    assert torch.allclose(model(sparse, graph), model(x, graph), atol=1e-6)
 
 
 def test_edge_dropout_drops_whole_edges_in_training_only():
@@ -195,23 +131,3 @@ def test_macs_count_root_neighbour_transform_and_mean_aggregation():
     assert layers[1] == {"layer": "convs.1", "transform": 2 * 4 * 3 * n, "aggregation": 2 * e * 3}
     half = {name: k // 2 for name, k in full.items()}
     assert model.macs(n, 3, half)[0] == {"layer": "convs.0", "transform": 40 * n, "aggregation": 2 * 3 * 4}
-
-
-def test_cgp_co_prunes_sage_to_exact_sparsities(small_csbm):
-    torch.manual_seed(0)
-    data = small_csbm
-    model = GraphSAGE(data.num_features, 32, data.num_classes)
-    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
-    targets = PruneTargets(weights=0.8, edges=0.5, features=0.5)
-    method = CGP(CGPConfig(targets, prune_start=5, prune_end=30, update_every=5))
-    result = train(model, data, pruner, method,
-                   TrainConfig(epochs=50, seed=0, pseudo_label_weight=0.3, pseudo_label_warmup=12, gate_lr=0.1),
-                   progress=False)
-    e = pruner.engine
-    assert e.site("edges").live == kept_count(data.edges.num_edges, 0.5)
-    assert e.site("features").live == kept_count(data.num_features, 0.5)
-    for site in e.sites("weight"):
-        assert site.live == kept_count(site.numel, 0.8)
-    assert pruner.kept_edges() == kept_count(data.edges.num_edges, 0.5)
-    assert result.best_epoch >= 30
-    assert result.test > 0.7  # chance is 1/3

@@ -1,0 +1,201 @@
+"""UGS: Unified GNN Sparsification (Chen et al., ICML 2021), graph lottery tickets on sparse ops.
+
+Each round trains the model together with soft masks on edges, features and weights under an
+L1 penalty, then prunes a fixed fraction of the remaining entries with the smallest mask
+values and rewinds the weights to their initialisation. When every part has reached its
+target, the ticket (rewound weights, binary masks) is trained once more; that run is the
+result. The reference implementation multiplies a dense ``N x N`` adjacency by a dense mask;
+here the edge mask is one value per kept undirected edge inside the sparse operator, so a
+round costs what a training run on the kept graph costs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, PruneTargets
+from ..data import GraphData
+from ..nn import GraphModel
+from ..training import TrainConfig, train
+from .base import Fitted
+from .dense import Dense, FixedMasks
+
+
+@dataclass(frozen=True)
+class UGSConfig:
+    """Rates and penalties of UGS.
+
+    Attributes:
+        edge_rate: fraction of the remaining edges pruned per round (paper: 0.05).
+        weight_rate: fraction of the remaining weights of every layer pruned per round (paper: 0.2).
+        feature_rate: fraction of the remaining feature columns pruned per round (UGS prunes no
+            features; ours prunes them like weights so that all methods reach the same targets).
+        edge_l1, weight_l1, feature_l1: L1 coefficients on the soft masks (paper: 1e-2).
+        round_epochs: training epochs per round and for the final ticket (default: the run's).
+    """
+
+    edge_rate: float = 0.05
+    weight_rate: float = 0.2
+    feature_rate: float = 0.2
+    edge_l1: float = 1e-2
+    weight_l1: float = 1e-2
+    feature_l1: float = 1e-2
+    round_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("edge_rate", "weight_rate", "feature_rate"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        for name in ("edge_l1", "weight_l1", "feature_l1"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.round_epochs is not None and self.round_epochs < 1:
+            raise ValueError(f"round_epochs must be >= 1, got {self.round_epochs}")
+
+    def schedule(self, targets: PruneTargets, start: PruneTargets | None = None) -> list[PruneTargets]:
+        """Sparsity reached after each round, from ``start`` (default dense) to ``targets``.
+
+        Every part loses ``rate`` of its remaining entries per round, capped at its target:
+        :math:`s_r = \min(t, 1 - (1 - s_{r-1})(1 - \text{rate}))`.
+        """
+        start = start or PruneTargets()
+        rates = {"weights": self.weight_rate, "edges": self.edge_rate, "features": self.feature_rate}
+        for part in rates:
+            if getattr(targets, part) < getattr(start, part):
+                raise ValueError(f"{part}: target {getattr(targets, part)} is below the start {getattr(start, part)}")
+        steps, current = [], {part: getattr(start, part) for part in rates}
+        while any(current[p] < getattr(targets, p) for p in rates):
+            current = {p: min(getattr(targets, p), 1 - (1 - current[p]) * (1 - r)) for p, r in rates.items()}
+            if all(getattr(targets, p) - current[p] < 1e-12 for p in rates):
+                current = vars(targets)  # exact targets, free of floating-point drift
+            steps.append(PruneTargets(**current))
+        return steps
+
+    def level_schedules(self, levels: list[PruneTargets]) -> list[list[PruneTargets]]:
+        """Rounds from each level to the next (levels must grow in every part)."""
+        schedules, start = [], PruneTargets()
+        for level in levels:
+            schedules.append(self.schedule(level, start))
+            start = level
+        return schedules
+
+
+class WeightMask(nn.Module):
+    """Parametrization :math:`W \\mapsto W \\odot M` with a trainable soft mask ``M`` (init 1)."""
+
+    def __init__(self, shape: torch.Size) -> None:
+        super().__init__()
+        self.mask = nn.Parameter(torch.ones(shape))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+def attach_weight_masks(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
+    """Put a :class:`WeightMask` on each named weight; returns the mask parameters by weight name."""
+    masks = {}
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        param = getattr(module, attr)
+        parametrize.register_parametrization(module, attr, WeightMask(param.shape))
+        masks[name] = module.parametrizations[attr][0].mask
+    return masks
+
+
+def detach_weight_masks(model: nn.Module, names: list[str]) -> None:
+    """Remove the masks, restoring the plain weight parameters (the same tensor objects)."""
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        parametrize.remove_parametrizations(model.get_submodule(module_name), attr, leave_parametrized=False)
+
+
+class UGSRound(Dense):
+    """Hooks of one mask-learning round: the L1 penalty on the live soft masks."""
+
+    name = "ugs"
+
+    def __init__(self, config: UGSConfig, weight_masks: dict[str, nn.Parameter]) -> None:
+        self.config = config
+        self.weight_masks = weight_masks
+
+    def penalty(self, run) -> Tensor:
+        pruner: CoPruner = run.pruner
+        c = self.config
+        total = c.edge_l1 * pruner.edge_weight()[pruner.engine.mask(EDGES)].abs().sum()
+        total = total + c.feature_l1 * pruner.feature_gate[pruner.engine.mask(FEATURES)].abs().sum()
+        for name, mask in self.weight_masks.items():
+            total = total + c.weight_l1 * (mask.abs() * pruner.weight_mask(name)).sum()
+        return total
+
+
+def fit_ugs(model: GraphModel, data: GraphData, targets: PruneTargets, config: UGSConfig,
+            train_config: TrainConfig, progress: bool = True, should_stop=None) -> Fitted:
+    """Run UGS to ``targets``: one mask-learning round per step of :meth:`UGSConfig.schedule`,
+    then the ticket's training run. The returned cost counts every epoch of every round."""
+    return fit_ugs_levels(model, data, [targets], config, train_config, progress, should_stop)[0]
+
+
+def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
+                   train_config: TrainConfig, progress: bool = True, should_stop=None) -> list[Fitted]:
+    """One UGS trajectory through increasing sparsity ``levels``; a trained ticket at each.
+
+    The rounds are those of running UGS to each level in turn, so the ticket at a level is
+    the one a run to that level alone would give; sharing the trajectory saves the rounds of
+    the lower levels. A level's cost counts every round up to it plus its own ticket run
+    (not the tickets of lower levels). ``should_stop`` is polled after every epoch of every
+    training (see :func:`~gnnprune.training.train`); rounds are not checkpointed.
+    """
+    if config.round_epochs is not None:
+        train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
+    round_config = dataclasses.replace(train_config, gate_lr=None)  # masks learn at the model's rate
+    initial = copy.deepcopy(model.state_dict())
+    masks: dict | None = None
+    rounds, epochs, seconds = [], 0, 0.0
+    tickets = []
+    for schedule in config.level_schedules(levels):
+        for sparsity in schedule:
+            result, report, masks = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress,
+                                                should_stop)
+            epochs += result.epochs_run
+            seconds += result.train_time_s
+            rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
+                           "val": result.val, "test": result.test, "sites": report})
+        model.load_state_dict(initial)  # rewind, binary masks
+        ticket = CoPruner(model, data)
+        if masks is not None:
+            ticket.engine.load_state_dict(masks)
+            ticket.refresh()
+        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
+        result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
+                                     train_time_s=seconds + result.train_time_s, updates=list(rounds))
+        tickets.append(Fitted(result, ticket))
+    return tickets
+
+
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop):
+    """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
+    model.load_state_dict(initial)
+    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
+                      edge_init_logit=1.0, edge_activation=torch.abs)
+    if masks is not None:
+        pruner.engine.load_state_dict(masks)
+        pruner.refresh()
+    names = list(pruner.weights)
+    weight_masks = attach_weight_masks(model, names)
+    try:
+        result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress,
+                       should_stop=should_stop)
+        model.load_state_dict(result.model_state)
+        pruner.load_state_dict(result.pruner_state)
+        scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
+        scores[FEATURES] = pruner.feature_gate.detach().abs()
+        report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
+    finally:
+        detach_weight_masks(model, names)
+    return result, report, pruner.engine.state_dict()
