@@ -123,3 +123,26 @@ def test_cli_batch_size(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["prune", "--dataset", "cora", "--batch-size", "1", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
+
+
+def test_minibatch_stop_and_resume_equals_an_uninterrupted_run(small_csbm):
+    from gnnprune.checkpoint import TrainingInterrupted, seed_everything
+
+    config = TrainConfig(epochs=12, pseudo_label_weight=0.3, pseudo_label_warmup=3, gate_lr=0.1)
+
+    def pieces():
+        seed_everything(0)
+        return _cgp_pieces(small_csbm, batch_size=250)
+
+    model, pruner, cgp = pieces()
+    full = train_minibatch(model, small_csbm, pruner, cgp, config, progress=False)
+    states, polls = [], []
+    model, pruner, cgp = pieces()
+    with pytest.raises(TrainingInterrupted):
+        train_minibatch(model, small_csbm, pruner, cgp, config, progress=False, on_checkpoint=states.append,
+                        should_stop=lambda: polls.append(1) or len(polls) == 5)
+    assert states[-1]["epoch"] == 4 and "batch_generator" in states[-1]["pruner"]
+    model, pruner, cgp = pieces()
+    resumed = train_minibatch(model, small_csbm, pruner, cgp, config, progress=False, resume_from=states[-1])
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert resumed.test == full.test
