@@ -47,9 +47,7 @@ def parse_synthetic(spec: str) -> CSBMConfig:
 
 
 def _load_synthetic(name: str, data_root=None, download: bool = False) -> GraphData:
-    data = csbm(parse_synthetic(name))
-    data.name = name
-    return data
+    return csbm(parse_synthetic(name))
 
 
 def _load_csv(name: str, data_root=None, download: bool = False) -> GraphData:
