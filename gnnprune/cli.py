@@ -170,8 +170,8 @@ def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("mini-batch training (for graphs too large for full-batch)")
     g.add_argument("--batch-size", type=_int_at_least(2),
-                   help="nodes per batch; masks stay global, each batch sees its kept edges and features "
-                        "(default: full-batch)")
+                   help="nodes per batch (none: full-batch); masks stay global, each batch sees its kept "
+                        "edges and features")
     g.add_argument("--loader", choices=sorted(LOADERS), default="random-nodes",
                    help="batches: induced subgraphs of random node parts (plain torch)")
 
