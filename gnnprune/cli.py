@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_arguments(p)
+    _add_minibatch_arguments(p)
     return parser
 
 
@@ -162,6 +163,23 @@ def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run folder OUT; all other arguments must equal the original "
                         "command's (use the same --threads for bit-identical results)")
+
+
+def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
+    from .minibatch import LOADERS
+
+    g = p.add_argument_group("mini-batch training (for graphs too large for full-batch)")
+    g.add_argument("--batch-size", type=_int_at_least(2),
+                   help="nodes per batch (none: full-batch); masks stay global, each batch sees its kept "
+                        "edges and features")
+    g.add_argument("--loader", choices=sorted(LOADERS), default="random-nodes",
+                   help="batches: induced subgraphs of random node parts (plain torch)")
+
+
+def _minibatch_config(args: argparse.Namespace):
+    from .minibatch import MiniBatchConfig
+
+    return None if args.batch_size is None else MiniBatchConfig(args.batch_size, args.loader)
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -203,6 +221,7 @@ def _config_from_args(args: argparse.Namespace):
             ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,
                           args.ugs_l1, args.ugs_l1, args.ugs_l1),
             seeds=args.seeds if args.seeds is not None else (args.seed,),
+            minibatch=_minibatch_config(args),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

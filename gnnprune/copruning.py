@@ -213,9 +213,7 @@ class CoPruner:
         self.model.eval()
         self.model.zero_grad(set_to_none=True)
         try:
-            logits = self.model(self._all_features.gated(gate), MaskedGraph(self._all_edges, edge_value))
-            loss = loss_fn(logits)
-            loss.backward()
+            loss = self._probe_backward(loss_fn, gate, edge_value)
         finally:
             self.model.train(was_training)
         weight_grads = {name: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
@@ -225,7 +223,13 @@ class CoPruner:
             g = weight_grads[name]
             feature_grad += g.reshape(g.size(0), -1).norm(dim=1)
         self.model.zero_grad(set_to_none=True)
-        return ProbeResult(float(loss.detach()), edge_value.grad.detach(), feature_grad, weight_grads)
+        return ProbeResult(float(loss), edge_value.grad.detach(), feature_grad, weight_grads)
+
+    def _probe_backward(self, loss_fn: Callable[[Tensor], Tensor], gate: Tensor, edge_value: Tensor) -> float:
+        """Forward every edge and feature (dead ones at value 0), backward the loss; returns it."""
+        loss = loss_fn(self.model(self._all_features.gated(gate), MaskedGraph(self._all_edges, edge_value)))
+        loss.backward()
+        return float(loss.detach())
 
     def update(self, sparsity: PruneTargets, regrow_fraction: float = 0.0, probe: ProbeResult | None = None,
                optimizer: torch.optim.Optimizer | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -17,7 +18,9 @@ from .copruning import CoPruner, PruneTargets, WeightGranularity
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
-                      fit_ugs, train_once)
+                      fit_ugs)
+from .methods import train_once as _train_once
+from .minibatch import MiniBatchConfig, train_once_minibatch
 from .metrics import mean_std
 from .nn import build_model
 from .training import TrainConfig, TrainResult, evaluate
@@ -53,6 +56,7 @@ class ExperimentConfig:
         weight_granularity: prune single weights or whole output units (not UGS: element only).
         cgp, oneshot, ugs: settings of those methods (the others have none).
         seeds: one run per seed.
+        minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
     """
 
     dataset: str
@@ -65,8 +69,11 @@ class ExperimentConfig:
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     ugs: UGSConfig = field(default_factory=UGSConfig)
     seeds: tuple[int, ...] = (0,)
+    minibatch: MiniBatchConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.minibatch is not None and self.method == "ugs":
+            raise ValueError("ugs trains full-batch only; drop --batch-size")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.method == "dense" and not self.targets.is_dense:
@@ -88,6 +95,8 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     runs many trainings: it honours a stop request but neither checkpoints nor resumes.
     """
     targets, granularity = config.targets, WeightGranularity(config.weight_granularity)
+    train_once = _train_once if config.minibatch is None else functools.partial(train_once_minibatch,
+                                                                                 batching=config.minibatch)
     if config.method == "ugs":
         if loop.get("resume_from") is not None:
             raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")

@@ -68,3 +68,18 @@ class FeatureSelection:
             return self.features.dense
         scale = self._column_mask if gate is None else self._column_mask * gate
         return self.features.dense * scale
+
+    def rows(self, nodes: Tensor, gate: Tensor | None = None) -> Tensor | SparseMatrix:
+        """:meth:`gated` restricted to the rows ``nodes`` (``[len(nodes), F]``), for mini-batches."""
+        if not self.features.sparse:
+            x = self.features.dense[nodes]
+            if gate is None and bool(self.keep.all()):
+                return x
+            return x * (self._column_mask if gate is None else self._column_mask * gate)
+        crow = self._pattern.crow
+        start, count = crow[nodes], crow[nodes + 1] - crow[nodes]
+        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
+        entries = first + torch.arange(int(count.sum()))
+        local_row = torch.repeat_interleave(torch.arange(nodes.numel()), count)
+        pattern, order = CSRPattern.from_coo(local_row, self._pattern.col[entries], (nodes.numel(), self.features.shape[1]))
+        return SparseMatrix(pattern, self._base[entries][order], gate)

@@ -113,7 +113,7 @@ class TrainingRun:
         feature gates (those more than ``num_layers`` hops from any labelled node).
         """
         labelled = self.data.train_mask
-        loss = F.cross_entropy(logits[labelled], self.data.y[labelled])
+        loss = self.data.loss(logits[labelled], self.data.y[labelled])
         weight = self.config.pseudo_label_weight
         if self.config.pseudo_label_warmup > 0:
             weight *= min(1.0, self.epoch / self.config.pseudo_label_warmup)
@@ -122,6 +122,8 @@ class TrainingRun:
         return loss
 
     def set_pseudo_labels(self, logits: Tensor) -> None:
+        if self.data.task != "multiclass":  # arg-max pseudo-labels only exist for one class per node
+            return
         confidence, self.pseudo_labels = torch.softmax(logits, -1).max(-1)
         self.pseudo_mask = ~self.data.train_mask & (confidence >= self.config.pseudo_label_threshold)
 

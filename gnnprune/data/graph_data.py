@@ -1,9 +1,11 @@
 """The one container every loader returns."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..graph import EdgeSet
@@ -17,11 +19,15 @@ class GraphData:
         name: data set name (e.g. ``"cora"``).
         x: ``[N, F]`` float node features.
         edges: undirected edges, stored once per pair.
-        y: ``[N]`` long labels.
+        y: ``[N]`` long labels (``task="multiclass"``) or ``[N, T]`` float 0/1 targets
+            (``task="multilabel"``, e.g. ogbn-proteins' 112 binary tasks).
         train_mask, val_mask, test_mask: ``[N]`` bool split.
-        num_classes: number of classes.
-        metric: name of the evaluation metric (``"accuracy"``).
+        num_classes: number of model outputs: classes, or tasks of a multi-label data set.
+        metric: name of the evaluation metric (``"accuracy"``, or ``"ogb:<name>"`` for the OGB
+            Evaluator; see :func:`gnnprune.metrics.get_evaluator`).
         info: provenance (source path, split description) recorded in metrics.json.
+        task: ``"multiclass"`` (softmax + cross-entropy) or ``"multilabel"`` (sigmoid + binary
+            cross-entropy per task); chooses :attr:`loss`.
     """
 
     name: str
@@ -34,14 +40,26 @@ class GraphData:
     num_classes: int
     metric: str = "accuracy"
     info: dict = field(default_factory=dict)
+    task: str = "multiclass"
 
     def __post_init__(self) -> None:
+        if self.task not in TASK_LOSSES:
+            raise ValueError(f"{self.name}: unknown task {self.task!r}; choose from {', '.join(TASK_LOSSES)}")
+        if self.task == "multilabel" and (self.y.dim() != 2 or self.y.size(1) != self.num_classes):
+            raise ValueError(f"{self.name}: multi-label y must be [N, {self.num_classes}], got {tuple(self.y.shape)}")
+        if self.task == "multilabel" and self.metric == "accuracy":
+            raise ValueError(f"{self.name}: a multi-label task needs a score metric (rocauc or ogb:<name>), not accuracy")
         n = self.x.size(0)
         if self.edges.num_nodes != n:
             raise ValueError(f"{self.name}: edges are over {self.edges.num_nodes} nodes, features over {n}")
         for field_name in ("y", "train_mask", "val_mask", "test_mask"):
             if getattr(self, field_name).size(0) != n:
                 raise ValueError(f"{self.name}: {field_name} has {getattr(self, field_name).size(0)} rows, expected {n}")
+
+    @property
+    def loss(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``loss(logits, target)`` of this data set's task (see :data:`TASK_LOSSES`)."""
+        return TASK_LOSSES[self.task]
 
     @property
     def num_nodes(self) -> int:
@@ -57,7 +75,19 @@ class GraphData:
     def describe(self) -> dict:
         return {"name": self.name, "nodes": self.num_nodes, "undirected_edges": self.edges.num_edges,
                 "features": self.num_features, "classes": self.num_classes, "metric": self.metric,
-                "split_sizes": self.split_sizes(), **self.info}
+                "task": self.task, "split_sizes": self.split_sizes(), **self.info}
+
+
+def multilabel_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean binary cross-entropy over nodes and tasks, :math:`-[t \\log\\sigma(z) + (1-t)\\log(1-\\sigma(z))]`."""
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+#: loss of each task type: ``loss(logits [n, C], target [n] or [n, C]) -> scalar``
+TASK_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "multiclass": F.cross_entropy,
+    "multilabel": multilabel_loss,
+}
 
 
 def per_class_split(y: Tensor, num_classes: int, train_per_class: int, num_val: int, num_test: int,

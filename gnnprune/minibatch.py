@@ -1,0 +1,264 @@
+"""Mini-batch co-pruning for graphs that do not fit full-batch training.
+
+Masks and gates live on the global graph (one :class:`~gnnprune.masks.MaskEngine`, one edge
+logit per undirected edge, one gate per feature column), exactly as in full-batch training;
+only the forward/backward passes run on batches. A batch is the subgraph induced by a random
+part of the nodes (PyG's ``RandomNodeLoader``): each epoch the nodes are split into
+:math:`\\lceil N / b \\rceil` random parts of ``b`` nodes, and a part sees the *kept* edges
+between its own nodes and its nodes' *kept* feature columns. The loader is plain torch, so
+it needs neither ``pyg-lib`` nor ``torch-sparse``.
+
+Pruning reuses the full-batch machinery: :class:`MiniBatchCoPruner` is a
+:class:`~gnnprune.copruning.CoPruner` whose probe pass (scores for regrowth) runs over batches
+that contain every edge, dead ones at value 0, and accumulates the gradients on the global
+graph; mask updates are :meth:`CoPruner.update` unchanged, called by the same method hooks
+(:class:`~gnnprune.methods.CGP`). Evaluation is one forward over the whole kept graph
+without gradients, every layer over all nodes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .checkpoint import NonFiniteError, TrainingInterrupted
+from .copruning import CoPruner, WeightGranularity
+from .data import GraphData
+from .graph import EdgeSelection, EdgeSet, MaskedGraph
+from .methods.base import Fitted
+from .nn import GraphModel
+from .training import (Method, TrainConfig, TrainingRun, TrainResult, _check_finite, _restore, evaluate,
+                       make_optimizer, training_state)
+
+
+@dataclass(frozen=True)
+class MiniBatchConfig:
+    """Batching of :func:`train_minibatch`.
+
+    Attributes:
+        batch_size: nodes per batch (the last batch of an epoch may be smaller).
+        loader: how batches are drawn; ``"random-nodes"``: induced subgraphs of random node parts.
+    """
+
+    batch_size: int = 50_000
+    loader: str = "random-nodes"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.loader not in LOADERS:
+            raise ValueError(f"unknown loader {self.loader!r}; choose from {', '.join(LOADERS)}")
+
+
+@dataclass(frozen=True)
+class NodeBatch:
+    """The subgraph induced by some nodes.
+
+    Attributes:
+        nodes: ``[n_b]`` global ids, ascending (local id ``i`` is ``nodes[i]``).
+        edge_ids: ``[e_b]`` global ids of the undirected edges between them (among the pool drawn from).
+        edges: the same edges over local ids (``u < v`` is kept because ``nodes`` ascends).
+    """
+
+    nodes: Tensor
+    edge_ids: Tensor
+    edges: EdgeSet
+
+
+def random_node_batches(edge_set: EdgeSet, edge_pool: Tensor, batch_size: int,
+                        generator: torch.Generator) -> Iterator[NodeBatch]:
+    """Split the nodes into random parts of ``batch_size``; yield each part's induced subgraph.
+
+    Args:
+        edge_set: the global undirected edges.
+        edge_pool: ``[P]`` ids of the edges a batch may contain (the kept edges, or all of them).
+        batch_size: nodes per part.
+        generator: seeds the partition.
+
+    An edge of the pool lands in a batch iff both its endpoints fall in the same part, so a
+    batch holds about ``1 / num_parts`` of the pool's edges. Part ids and local ids are int32.
+    """
+    n = edge_set.num_nodes
+    num_parts = max(1, math.ceil(n / batch_size))
+    perm = torch.randperm(n, generator=generator)
+    part = torch.empty(n, dtype=torch.int32)
+    part[perm] = torch.div(torch.arange(n, dtype=torch.int32), batch_size, rounding_mode="floor")
+    u, v = edge_set.edges[0, edge_pool], edge_set.edges[1, edge_pool]
+    edge_part = part[u]
+    inside = edge_part == part[v]
+    del u, v
+    edge_ids = edge_pool[inside]
+    edge_part = edge_part[inside]
+    del inside
+    order = torch.argsort(edge_part, stable=True)
+    edge_ids = edge_ids[order]
+    counts = torch.bincount(edge_part, minlength=num_parts).tolist()
+    del order, edge_part
+    local = torch.empty(n, dtype=torch.int32)
+    offset = 0
+    for p, count in enumerate(counts):
+        nodes = perm[p * batch_size:(p + 1) * batch_size].sort().values
+        local[nodes] = torch.arange(nodes.numel(), dtype=torch.int32)
+        ids = edge_ids[offset:offset + count]
+        offset += count
+        yield NodeBatch(nodes, ids, EdgeSet(local[edge_set.edges[:, ids]], nodes.numel()))
+
+
+#: batch loaders by name: ``loader(edge_set, edge_pool, batch_size, generator) -> iterator of NodeBatch``
+LOADERS: dict[str, Callable[..., Iterator[NodeBatch]]] = {"random-nodes": random_node_batches}
+
+
+class MiniBatchCoPruner(CoPruner):
+    """A :class:`CoPruner` that also serves node batches of the kept graph and probes by batches.
+
+    Args:
+        model, data: as for :class:`CoPruner`.
+        batching: batch size and loader.
+        seed: seeds the batch partitions (one stream per pruner).
+        **kwargs: :class:`CoPruner` options (learned gates, weight granularity).
+    """
+
+    def __init__(self, model: GraphModel, data: GraphData, batching: MiniBatchConfig = MiniBatchConfig(),
+                 seed: int = 0, **kwargs) -> None:
+        super().__init__(model, data, **kwargs)
+        self.batching = batching
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batches(self, kept_only: bool = True) -> Iterator[NodeBatch]:
+        """One epoch of batches over the kept edges (``kept_only``) or over every edge."""
+        pool = self._edges.index if kept_only else self._all_edges.index
+        return LOADERS[self.batching.loader](self.edge_set, pool, self.batching.batch_size, self.generator)
+
+    def batch_inputs(self, batch: NodeBatch) -> Tensor:
+        """Kept, gated feature columns of the batch's nodes."""
+        return self._features.rows(batch.nodes, self.feature_gate)
+
+    def batch_graph(self, batch: NodeBatch) -> MaskedGraph:
+        """The batch's kept edges with their current (learned) weights."""
+        return MaskedGraph(EdgeSelection(batch.edges), self.edge_weight(batch.edge_ids))
+
+    def state_dict(self) -> dict:
+        """Masks and gates, plus the batch generator (so that a resumed run draws the same batches)."""
+        return {**super().state_dict(), "batch_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "batch_generator" in state:
+            self.generator.set_state(state["batch_generator"])
+
+    def _probe_backward(self, loss_fn: Callable[[Tensor, NodeBatch], Tensor], gate: Tensor,
+                        edge_value: Tensor) -> float:
+        """The probe over one epoch of batches containing every edge; the loss is the mean over batches."""
+        batches = list(self.batches(kept_only=False))
+        total = 0.0
+        for batch in batches:
+            graph = MaskedGraph(EdgeSelection(batch.edges), edge_value[batch.edge_ids])
+            loss = loss_fn(self.model(self._all_features.rows(batch.nodes, gate), graph), batch) / len(batches)
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+
+@dataclass
+class MiniBatchRun(TrainingRun):
+    """:class:`TrainingRun` whose loss is computed on one batch."""
+
+    def train_loss(self, logits: Tensor, batch: NodeBatch) -> Tensor:
+        """The full-batch objective restricted to the batch's nodes (see :meth:`TrainingRun.train_loss`).
+
+        A batch without labelled nodes contributes a zero supervised term.
+        """
+        nodes = batch.nodes
+        labelled = self.data.train_mask[nodes]
+        loss = self.data.loss(logits[labelled], self.data.y[nodes][labelled]) if bool(labelled.any()) \
+            else logits.sum() * 0.0
+        weight = self.config.pseudo_label_weight
+        if self.config.pseudo_label_warmup > 0:
+            weight *= min(1.0, self.epoch / self.config.pseudo_label_warmup)
+        if weight > 0 and self.pseudo_mask is not None:
+            mask = self.pseudo_mask[nodes]
+            if bool(mask.any()):
+                loss = loss + weight * torch.nn.functional.cross_entropy(logits[mask], self.pseudo_labels[nodes][mask])
+        return loss
+
+
+def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPruner, method: Method,
+                    config: TrainConfig, progress: bool = True, *, checkpoint_every: int = 0,
+                    on_checkpoint: Callable[[dict], None] | None = None, resume_from: dict | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """:func:`gnnprune.training.train` with one optimizer step per batch.
+
+    Each epoch: the method's ``on_epoch_start`` (mask updates on the global graph, probe by
+    batches), then for every batch of the kept graph one forward/backward, dead-weight
+    gradients masked, an Adam step and dead weights re-zeroed; then evaluation over the whole
+    kept graph. Model selection, checkpoints, resume (the batch generator is part of the
+    pruner's state), stop requests and the NaN guard are as in :func:`~gnnprune.training.train`.
+    """
+    from tqdm.auto import tqdm
+
+    optimizer = make_optimizer(model, pruner, config)
+    run = MiniBatchRun(model, data, pruner, optimizer, config)
+    method.on_start(run)
+    best: dict | None = None
+    history: list[dict] = []
+    first, spent = 0, 0.0
+    if resume_from is not None:
+        best, history, spent = _restore(resume_from, run, method)
+        first = resume_from["epoch"] + 1
+    start = time.perf_counter()
+    bar = tqdm(range(first, config.epochs), initial=first, total=config.epochs,
+               desc=f"{method.name} {data.name} (mini-batch)", disable=not progress, leave=False)
+    for epoch in bar:
+        run.epoch = epoch
+        method.on_epoch_start(run, epoch)
+        model.train()
+        losses = []
+        for batch in pruner.batches():
+            optimizer.zero_grad(set_to_none=True)
+            loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
+            loss.backward()
+            pruner.mask_gradients()
+            optimizer.step()
+            pruner.apply_weight_masks()
+            losses.append(float(loss.detach()))
+        _check_finite(model, pruner, epoch)
+        logits, scores = evaluate(model, pruner, data)
+        run.set_pseudo_labels(logits)
+        mean_loss = sum(losses) / len(losses)
+        history.append({"epoch": epoch, "loss": mean_loss, "batches": len(losses), **scores})
+        if method.selectable(epoch) and (best is None or scores["val"] > best["val"]):
+            best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
+                    "pruner": copy.deepcopy(pruner.state_dict())}
+        bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{scores['val']:.3f}", refresh=False)
+        last = epoch == config.epochs - 1
+        stop = should_stop is not None and should_stop()
+        if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
+            on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))
+        if stop and not last:
+            raise TrainingInterrupted(epoch)
+    method.on_finish(run)
+    elapsed = spent + time.perf_counter() - start
+    if best is None:
+        raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
+    return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
+                       history, run.log, best["model"], best["pruner"])
+
+
+def train_once_minibatch(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
+                         batching: MiniBatchConfig, learn_gates: bool = False,
+                         granularity: WeightGranularity = WeightGranularity.ELEMENT, epochs: int | None = None,
+                         progress: bool = True, **loop) -> Fitted:
+    """:func:`gnnprune.methods.train_once` on node batches (the batch partitions are seeded by ``config.seed``)."""
+    pruner = MiniBatchCoPruner(model, data, batching, seed=config.seed, learn_edge_weights=learn_gates,
+                               learn_feature_gates=learn_gates, weight_granularity=granularity)
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    return Fitted(train_minibatch(model, data, pruner, method, config, progress=progress, **loop), pruner)
