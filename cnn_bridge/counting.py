@@ -13,6 +13,7 @@ of the model; masked counts subtract the dead weights.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -38,24 +39,22 @@ class LayerCount:
 
 
 def output_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Output positions ``H_out * W_out`` of every ``Conv2d`` (1 for ``Linear``) at batch 1."""
+    """Output positions ``H_out * W_out`` of every ``Conv2d`` (1 for ``Linear``) at batch 1, in model order.
+
+    Shapes are propagated on the ``meta`` device (a copy of the model), so nothing is computed.
+    """
+    shadow = copy.deepcopy(model).to("meta").eval()
     positions: dict[str, int] = {}
     handles = []
-    for name, module in model.named_modules():
+    for name, module in shadow.named_modules():
         if isinstance(module, nn.Conv2d):
+            positions[name] = 0
             hook = lambda m, i, o, name=name: positions.__setitem__(name, o.shape[-1] * o.shape[-2])  # noqa: E731
             handles.append(module.register_forward_hook(hook))
         elif isinstance(module, nn.Linear):
             positions[name] = 1
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad():
+        shadow(torch.zeros(1, *input_shape, device="meta"))
     return positions
 
 

@@ -281,8 +281,8 @@ def _density(text: str) -> float:
 def _cnn_rgp(args: argparse.Namespace) -> int:
     import torch
 
-    from cnn_bridge.experiment import DATASETS, RGPRunConfig, run_rgp
-    from cnn_bridge.models import build_model
+    from cnn_bridge.experiment import DATASETS, MASKS, RGPRunConfig, check_choice, run_rgp
+    from cnn_bridge.models import build_model, model_spec
     from cnn_bridge.rgp import RGPConfig, check_groups
     from cnn_bridge.train import TrainConfig
 
@@ -290,6 +290,9 @@ def _cnn_rgp(args: argparse.Namespace) -> int:
     from .io import OutputExistsError, check_new_folder
 
     try:
+        model_spec(args.model)
+        check_choice("mask", args.mask, MASKS)
+        check_choice("dataset", args.dataset, DATASETS)
         if args.density is not None:
             rgp = RGPConfig(groups=args.groups, density=args.density, swaps=args.swaps)
         else:
