@@ -43,7 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path)
     p.add_argument("--out", type=Path, default=Path("results/rgp"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/rgp.json")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite OUT/rgp.md and OUT/aspl.png from OUT/rgp.json (no training)")
     args = p.parse_args(argv)
+    if args.render:
+        return args
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.variants = args.variants.split(",")
     for variant in args.variants:
@@ -90,7 +94,7 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], runs: lis
              f"CIFAR-10 subset: {args.train_subset} train / {args.test_subset} test images (class-stratified, "
              f"drawn per seed), {args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} cosine, "
              f"{args.threads} thread(s). Wall times measured under contention (shared 2-core machine); "
-             f"whole benchmark {total_s:.0f} s.", "",
+             f"{len(runs)} of {len(args.seeds) * len(args.variants)} runs done in {total_s:.0f} s.", "",
              "| variant | test accuracy mean ± std | per seed | density (pruned layers) | params | MACs | "
              "mean layer ASPL (before → after) | train s per run |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -104,8 +108,16 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], runs: lis
         lines.append(f"| {row['variant']} | {row['mean']:.4f} ± {row['std']:.4f} | {per_seed} | "
                      f"{row['density_pruned_layers']:.4f} | {row['params_ratio']:.4f} | {row['macs_ratio']:.4f} | "
                      f"{aspl} | {times} |")
+    lines += comparisons(runs)
     rgp_runs = [r for r in runs if r["config"]["mask"] == "rgp"]
     if rgp_runs:
+        layers = rgp_runs[0]["layers"]
+        saturated = sum(2 * layer["k"] >= layer["n"] for layer in layers)
+        lowered = sum(layer["aspl_after"] < layer["aspl_before"] for layer in layers)
+        lines += ["", f"Swaps lowered the ASPL in {lowered} of {len(layers)} layers (seed {rgp_runs[0]['seed']}). "
+                  f"{saturated} of {len(layers)} layers have 2k >= n: there any two groups share a neighbour, so "
+                  f"every k-regular graph has diameter <= 2 and the same ASPL 2 - k/(n-1); rewiring cannot "
+                  f"change it."]
         lines += ["", f"Per-layer graphs of RGP, seed {rgp_runs[0]['seed']}:", "",
                   "| layer | C_out × C_in | n | k | density | ASPL before | ASPL after | swaps accepted | s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -114,6 +126,22 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], runs: lis
                          f"{layer['density']:.4f} | {layer['aspl_before']:.4f} | {layer['aspl_after']:.4f} | "
                          f"{layer['swaps_accepted']} | {layer['seconds']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def comparisons(runs: list[dict]) -> list[str]:
+    """RGP minus each other variant, per seed (paired: same seed = same data subset and init seed)."""
+    by = {(r["config"]["mask"], r["seed"]): r["test_accuracy"] for r in runs}
+    seeds = sorted({seed for mask, seed in by if mask == "rgp"})
+    lines = []
+    for other in ("random-regular", "random-element", "dense"):
+        paired = [(by[("rgp", s)], by[(other, s)]) for s in seeds if (other, s) in by]
+        if not paired:
+            continue
+        diffs = [a - b for a, b in paired]
+        wins = sum(d > 0 for d in diffs)
+        lines.append(f"- RGP - {other}: mean {statistics.fmean(diffs):+.4f} (per seed "
+                     f"{', '.join(f'{d:+.4f}' for d in diffs)}); RGP higher on {wins} of {len(diffs)} seeds")
+    return ["", "Paired differences in test accuracy (same seed):", ""] + lines if lines else []
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -141,8 +169,24 @@ def plot(rows: list[dict], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def render(out: Path) -> None:
+    """Rewrite the markdown and the plot of a finished (or interrupted) benchmark from its JSON."""
+    import json
+
+    record = json.loads((out / "rgp.json").read_text())
+    args = argparse.Namespace(**{**record["args"], "out": out})
+    rows = summarise(record["runs"], args.variants)
+    atomic_write_bytes(out / "rgp.md", markdown(record["command"], args, rows, record["runs"],
+                                                record["total_time_s"]).encode())
+    plot(rows, out / "aspl.png")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        render(args.out)
+        print(f"rewrote {args.out}/rgp.md, aspl.png")
+        return 0
     command = "python benchmarks/rgp.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     torch.set_num_threads(args.threads)
     from cnn_bridge.data import load_cifar10
@@ -160,16 +204,20 @@ def main(argv=None) -> int:
             runs.append(record)
             print(f"seed {seed} {variant:>15}: test {record['test_accuracy']:.4f}  "
                   f"train {record['train_time_s']:.0f} s", flush=True)
-            rows = summarise(runs, args.variants)
-            atomic_write_json(args.out / "rgp.json", {"command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                                      "summary": rows, "runs": runs,
-                                                      "total_time_s": time.perf_counter() - start})
-    total = time.perf_counter() - start
-    rows = summarise(runs, args.variants)
-    atomic_write_bytes(args.out / "rgp.md", markdown(command, args, rows, runs, total).encode())
-    plot(rows, args.out / "aspl.png")
+            write_results(args, command, runs, time.perf_counter() - start)
     print(f"wrote {args.out}/rgp.json, rgp.md, aspl.png")
     return 0
+
+
+def write_results(args: argparse.Namespace, command: str, runs: list[dict], total_s: float) -> None:
+    """(Re)write all three outputs; called after every run, so an interrupted benchmark keeps its runs."""
+    rows = summarise(runs, args.variants)
+    arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    atomic_write_json(args.out / "rgp.json", {"command": command, "args": arguments, "summary": rows,
+                                              "runs": runs, "total_time_s": total_s,
+                                              "complete": len(runs) == len(args.seeds) * len(args.variants)})
+    atomic_write_bytes(args.out / "rgp.md", markdown(command, args, rows, runs, total_s).encode())
+    plot(rows, args.out / "aspl.png")
 
 
 if __name__ == "__main__":
