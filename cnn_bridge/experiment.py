@@ -41,13 +41,13 @@ def random_regular_masks(model: nn.Module, engine: MaskEngine, config: RGPConfig
 def random_element_masks_like_rgp(model: nn.Module, engine: MaskEngine, config: RGPConfig) -> list[LayerGraph]:
     """Unstructured random masks keeping, per layer, exactly as many weights as the RGP mask.
 
-    Returns the records of the reference regular graphs (whose densities the masks copy).
+    Returns no layer records: these masks are not graphs.
     """
     reference = MaskEngine()
-    records = rgp_masks(model, reference, replace(config, swaps=0))
+    rgp_masks(model, reference, replace(config, swaps=0))
     kept = {site.meta["module"]: int(weight_mask(site).sum()) for site in reference}
     random_element_masks(model, engine, kept, config.seed)
-    return records
+    return []
 
 
 MASKS: dict[str, MaskBuilder] = {
