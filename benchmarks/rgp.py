@@ -153,9 +153,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = iter([("o", "C0", "C0"), ("s", "C1", "none"), ("D", "C2", "none"), ("^", "C3", "none")])
     for row in rows:
         if row["mean_aspl"] is not None:
-            ax.scatter(row["mean_aspl"], row["test_accuracy"], label=row["variant"])
+            marker, edge, face = next(styles)
+            ax.scatter(row["mean_aspl"], row["test_accuracy"], label=row["variant"], marker=marker,
+                       edgecolors=edge, facecolors=face, s=60 if marker == "s" else 30)
         else:
             ax.axhspan(row["mean"] - row["std"], row["mean"] + row["std"], alpha=0.2, color="grey")
             ax.axhline(row["mean"], color="grey", linestyle="--", label=f"{row['variant']} (mean ± std, no graph)")
