@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_SWAPS = 1000  # double-edge swap proposals per graph
+
 
 def check_regular(n: int, k: int) -> None:
     """``ValueError`` unless a simple connected ``k``-regular graph on ``n`` nodes exists and is useful."""
@@ -107,7 +109,7 @@ class SwapResult:
     accepted: int
 
 
-def optimise_aspl(adjacency: np.ndarray, rng: np.random.Generator, swaps: int = 300) -> SwapResult:
+def optimise_aspl(adjacency: np.ndarray, rng: np.random.Generator, swaps: int = DEFAULT_SWAPS) -> SwapResult:
     """Lower the ASPL by degree-preserving double-edge swaps.
 
     Each proposal takes two edges ``(a, b), (c, d)`` on four distinct nodes and rewires them to

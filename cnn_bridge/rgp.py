@@ -29,7 +29,7 @@ from torch import nn
 from gnnprune.masks import MaskEngine, SiteKind
 
 from .adapters import register_weight_site, weight_mask
-from .graphs import check_regular, optimise_aspl, random_regular_graph
+from .graphs import DEFAULT_SWAPS, check_regular, optimise_aspl, random_regular_graph
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class RGPConfig:
 
     groups: int = 64
     density: float = 0.25
-    swaps: int = 1000
+    swaps: int = DEFAULT_SWAPS
     seed: int = 0
 
     def __post_init__(self) -> None:
