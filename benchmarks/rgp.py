@@ -114,10 +114,12 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], runs: lis
         layers = rgp_runs[0]["layers"]
         saturated = sum(2 * layer["k"] >= layer["n"] for layer in layers)
         lowered = sum(layer["aspl_after"] < layer["aspl_before"] for layer in layers)
-        lines += ["", f"Swaps lowered the ASPL in {lowered} of {len(layers)} layers (seed {rgp_runs[0]['seed']}). "
-                  f"{saturated} of {len(layers)} layers have 2k >= n: there any two groups share a neighbour, so "
-                  f"every k-regular graph has diameter <= 2 and the same ASPL 2 - k/(n-1); rewiring cannot "
-                  f"change it."]
+        note = f"Swaps lowered the ASPL in {lowered} of {len(layers)} layers (seed {rgp_runs[0]['seed']})."
+        if saturated:
+            note += (f" {saturated} of {len(layers)} layers have 2k >= n: there any two groups share a neighbour, "
+                     f"so every k-regular graph has diameter <= 2 and the same ASPL 2 - k/(n-1); rewiring cannot "
+                     f"change it.")
+        lines += ["", note]
         lines += ["", f"Per-layer graphs of RGP, seed {rgp_runs[0]['seed']}:", "",
                   "| layer | C_out × C_in | n | k | density | ASPL before | ASPL after | swaps accepted | s |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
