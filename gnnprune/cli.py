@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_checkpoint_arguments(p)
     _add_minibatch_arguments(p)
+    _add_cnn_commands(sub)
     return parser
 
 
@@ -347,6 +348,97 @@ def _row(cells) -> str:
     return "  ".join(f"{str(c):>{w}}" for c, w in zip(cells, (8, 6, 15, 15, 7, 15, 15, 15, 15, 12, 8)))
 
 
+# cnn: CNN sparsification through cnn_bridge (imported lazily) ----------------------------------
+def _add_cnn_commands(sub) -> None:
+    cnn = sub.add_parser("cnn", help="CNN sparsification on the same mask engine (cnn_bridge)")
+    cnn_sub = cnn.add_subparsers(dest="cnn_command", required=True, parser_class=_Parser)
+    p = cnn_sub.add_parser("rgp", help="train a CNN from scratch under one-shot regular-graph block masks",
+                           description=(
+                               "Regular-graph pruning: each convolution but the first gets n = min(G, C_in, C_out) "
+                               "channel groups and a connected random k-regular graph on them, rewired for a short "
+                               "average shortest path length, as its block mask; the classifier stays dense. The "
+                               "model then trains from scratch with the masks fixed. Writes OUT/metrics.json "
+                               "(accuracy, params and MACs dense vs pruned, per-layer graph statistics, wall "
+                               "times), OUT/masks.pt and OUT/model.pt."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    p.add_argument("--mask", default="rgp",
+                   help="rgp (optimised regular graph), random-regular (not rewired), random-element "
+                        "(unstructured, same kept weights per layer) or dense")
+    p.add_argument("--groups", type=_int_at_least(2), default=64, help="channel groups G per layer (at most)")
+    density = p.add_mutually_exclusive_group()
+    density.add_argument("--degree", type=_positive_int,
+                         help="graph degree K at G groups: density K/G in every pruned layer (default 16)")
+    density.add_argument("--density", type=_density, help="kept fraction of each pruned layer, in (0, 1)")
+    p.add_argument("--swaps", type=_non_negative_int, default=1000, help="double-edge swap proposals per layer")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
+    p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(cnn_handler=_cnn_rgp)
+
+
+def _density(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"density must be in (0, 1), got {text}")
+    return value
+
+
+def _cnn_rgp(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnn_bridge.experiment import DATASETS, MASKS, RGPRunConfig, check_choice, run_rgp
+    from cnn_bridge.models import build_model, model_spec
+    from cnn_bridge.rgp import RGPConfig, check_groups
+    from cnn_bridge.train import TrainConfig
+
+    from .data import DataNotFoundError
+    from .io import OutputExistsError, check_new_folder
+
+    try:
+        model_spec(args.model)
+        check_choice("mask", args.mask, MASKS)
+        check_choice("dataset", args.dataset, DATASETS)
+        if args.density is not None:
+            rgp = RGPConfig(groups=args.groups, density=args.density, swaps=args.swaps)
+        else:
+            rgp = RGPConfig.from_degree(args.groups, 16 if args.degree is None else args.degree, swaps=args.swaps)
+        config = RGPRunConfig(model=args.model, mask=args.mask, dataset=args.dataset, rgp=rgp,
+                              train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                                weight_decay=args.weight_decay, augment=not args.no_augment,
+                                                seed=args.seed),
+                              train_subset=args.train_subset, test_subset=args.test_subset)
+        if args.mask != "dense":
+            check_groups(build_model(args.model), args.groups)
+        check_new_folder(args.out)
+        data = DATASETS[args.dataset](args.data_root)
+        data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
+    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run_rgp(config, data, args.out, progress=not args.no_progress)
+    counts = record["counts"]
+    print(f"{args.model} {args.mask}: test accuracy {record['test_accuracy']:.4f}; kept {record['density']['pruned_layers']:.4f} "
+          f"of pruned layers; params {counts['params']['pruned']}/{counts['params']['dense']}; "
+          f"MACs {counts['macs']['pruned']}/{counts['macs']['dense']}; train {record['train_time_s']:.1f} s")
+    print(f"wrote {args.out}/metrics.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -354,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prune":
             return _prune(args)
+        if args.command == "cnn":
+            return args.cnn_handler(args)
     except UsageError as exc:
         print(f"gnnprune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,8 @@
+"""CNN sparsification on gnnprune's mask engine.
+
+CNN weights are sites of the same :class:`gnnprune.masks.MaskEngine` (``adapters``); ``rgp``
+makes one-shot regular-graph block masks (graphs in ``graphs``); ``models`` are plain-torch CIFAR
+and ImageNet-shape networks; ``counting`` gives exact parameter and MAC counts; ``data`` loads
+CIFAR-10 (cached) and 8x8 digits; ``train`` and ``experiment`` run one training under fixed masks.
+The package imports gnnprune, never the reverse.
+"""
