@@ -62,14 +62,22 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
+def _open_fraction(what: str = ""):
+    """Parser of a number strictly between 0 and 1 (``what`` names it in the error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"{what + ' ' if what else ''}must be in (0, 1), got {text}")
+        return value
+
+    return parse
+
+
+_fraction = _open_fraction()
+_density = _open_fraction("density")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -385,16 +393,6 @@ def _add_cnn_commands(sub) -> None:
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(cnn_handler=_cnn_rgp)
-
-
-def _density(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"density must be in (0, 1), got {text}")
-    return value
 
 
 def _cnn_rgp(args: argparse.Namespace) -> int:

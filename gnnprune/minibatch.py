@@ -17,24 +17,20 @@ without gradients, every layer over all nodes.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .checkpoint import NonFiniteError, TrainingInterrupted
 from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
 from .graph import EdgeSelection, EdgeSet, MaskedGraph
 from .methods.base import Fitted
 from .nn import GraphModel
-from .training import (Method, TrainConfig, TrainingRun, TrainResult, _check_finite, _restore, evaluate,
-                       make_optimizer, training_state)
+from .training import Method, TrainConfig, TrainingRun, TrainResult, optimizer_step, train
 
 
 @dataclass(frozen=True)
@@ -188,68 +184,32 @@ class MiniBatchRun(TrainingRun):
         return loss
 
 
+def minibatch_step(run: MiniBatchRun, method: Method) -> dict:
+    """One epoch of mini-batch optimisation: an optimizer step per batch of the kept graph.
+
+    Returns the mean batch loss and the number of batches for the epoch's history.
+    """
+    model, pruner, optimizer = run.model, run.pruner, run.optimizer
+    losses = []
+    for batch in pruner.batches():
+        optimizer.zero_grad(set_to_none=True)
+        loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
+        losses.append(optimizer_step(run, loss))
+    return {"loss": sum(losses) / len(losses), "batches": len(losses)}
+
+
 def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPruner, method: Method,
-                    config: TrainConfig, progress: bool = True, *, checkpoint_every: int = 0,
-                    on_checkpoint: Callable[[dict], None] | None = None, resume_from: dict | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """:func:`gnnprune.training.train` with one optimizer step per batch.
+                    config: TrainConfig, progress: bool = True, **loop) -> TrainResult:
+    """:func:`gnnprune.training.train` with one optimizer step per batch (:func:`minibatch_step`).
 
     Each epoch: the method's ``on_epoch_start`` (mask updates on the global graph, probe by
     batches), then for every batch of the kept graph one forward/backward, dead-weight
     gradients masked, an Adam step and dead weights re-zeroed; then evaluation over the whole
     kept graph. Model selection, checkpoints, resume (the batch generator is part of the
-    pruner's state), stop requests and the NaN guard are as in :func:`~gnnprune.training.train`.
+    pruner's state), stop requests and the NaN guard are those of the one training loop.
     """
-    from tqdm.auto import tqdm
-
-    optimizer = make_optimizer(model, pruner, config)
-    run = MiniBatchRun(model, data, pruner, optimizer, config)
-    method.on_start(run)
-    best: dict | None = None
-    history: list[dict] = []
-    first, spent = 0, 0.0
-    if resume_from is not None:
-        best, history, spent = _restore(resume_from, run, method)
-        first = resume_from["epoch"] + 1
-    start = time.perf_counter()
-    bar = tqdm(range(first, config.epochs), initial=first, total=config.epochs,
-               desc=f"{method.name} {data.name} (mini-batch)", disable=not progress, leave=False)
-    for epoch in bar:
-        run.epoch = epoch
-        method.on_epoch_start(run, epoch)
-        model.train()
-        losses = []
-        for batch in pruner.batches():
-            optimizer.zero_grad(set_to_none=True)
-            loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
-            loss.backward()
-            pruner.mask_gradients()
-            optimizer.step()
-            pruner.apply_weight_masks()
-            losses.append(float(loss.detach()))
-        _check_finite(model, pruner, epoch)
-        logits, scores = evaluate(model, pruner, data)
-        run.set_pseudo_labels(logits)
-        mean_loss = sum(losses) / len(losses)
-        history.append({"epoch": epoch, "loss": mean_loss, "batches": len(losses), **scores})
-        if method.selectable(epoch) and (best is None or scores["val"] > best["val"]):
-            best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
-                    "pruner": copy.deepcopy(pruner.state_dict())}
-        bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{scores['val']:.3f}", refresh=False)
-        last = epoch == config.epochs - 1
-        stop = should_stop is not None and should_stop()
-        if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
-            on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))
-        if stop and not last:
-            raise TrainingInterrupted(epoch)
-    method.on_finish(run)
-    elapsed = spent + time.perf_counter() - start
-    if best is None:
-        raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
-    return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
-                       history, run.log, best["model"], best["pruner"])
+    return train(model, data, pruner, method, config, progress, run_class=MiniBatchRun, epoch_step=minibatch_step,
+                 **loop)
 
 
 def train_once_minibatch(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,

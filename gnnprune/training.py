@@ -171,9 +171,37 @@ def evaluate(model: GraphModel, pruner: CoPruner, data: GraphData) -> tuple[Tens
     return logits, {split: score(logits, data.y, getattr(data, f"{split}_mask")) for split in ("train", "val", "test")}
 
 
+def full_batch_step(run: "TrainingRun", method: Method) -> dict:
+    """One optimizer step on the whole kept graph; returns what the epoch's history records.
+
+    Forward/backward (plus the method's optional ``penalty(run)`` regulariser), dead-weight
+    gradients masked, an Adam step, dead weights re-zeroed.
+    """
+    model, pruner = run.model, run.pruner
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
+    penalty = getattr(method, "penalty", None)  # optional hook: a regulariser (e.g. UGS's L1)
+    if penalty is not None:
+        loss = loss + penalty(run)
+    return {"loss": optimizer_step(run, loss)}
+
+
+def optimizer_step(run: "TrainingRun", loss: Tensor) -> float:
+    """Guard against a non-finite loss, backward, mask dead-weight gradients, step, re-zero dead weights."""
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"training loss became {float(loss.detach())}", run.epoch)
+    loss.backward()
+    run.pruner.mask_gradients()
+    run.optimizer.step()
+    run.pruner.apply_weight_masks()
+    return float(loss.detach())
+
+
 def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, config: TrainConfig,
           progress: bool = True, *, checkpoint_every: int = 0, on_checkpoint: Callable[[dict], None] | None = None,
-          resume_from: dict | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          resume_from: dict | None = None, should_stop: Callable[[], bool] | None = None,
+          run_class: type["TrainingRun"] | None = None,
+          epoch_step: Callable[["TrainingRun", Method], dict] = full_batch_step) -> TrainResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs under ``method``.
 
     Each epoch: the method's ``on_epoch_start`` (mask updates), one forward/backward over the
@@ -192,13 +220,16 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
             the saved epoch. The result equals the uninterrupted run's (bit for bit on CPU).
         should_stop: polled after every epoch; when true, a checkpoint is handed over and
             :class:`~gnnprune.checkpoint.TrainingInterrupted` is raised.
+        run_class: the :class:`TrainingRun` type (its ``train_loss``) the epochs use.
+        epoch_step: optimises one epoch and returns the history entry's ``loss`` (and any other
+            fields): :func:`full_batch_step`, or one step per batch in :mod:`gnnprune.minibatch`.
 
     Raises:
         NonFiniteError: the loss or a parameter became NaN / inf; that epoch is not checkpointed.
         TrainingInterrupted: ``should_stop`` answered true before the last epoch.
     """
     optimizer = make_optimizer(model, pruner, config)
-    run = TrainingRun(model, data, pruner, optimizer, config)
+    run = (run_class or TrainingRun)(model, data, pruner, optimizer, config)
     method.on_start(run)
     best: dict | None = None
     history: list[dict] = []
@@ -213,25 +244,15 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         run.epoch = epoch
         method.on_epoch_start(run, epoch)
         model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
-        penalty = getattr(method, "penalty", None)  # optional hook: a regulariser (e.g. UGS's L1)
-        if penalty is not None:
-            loss = loss + penalty(run)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"training loss became {float(loss.detach())}", epoch)
-        loss.backward()
-        pruner.mask_gradients()
-        optimizer.step()
-        pruner.apply_weight_masks()
+        step = epoch_step(run, method)
         _check_finite(model, pruner, epoch)
         logits, scores = evaluate(model, pruner, data)
         run.set_pseudo_labels(logits)
-        history.append({"epoch": epoch, "loss": float(loss.detach()), **scores})
+        history.append({"epoch": epoch, **step, **scores})
         if method.selectable(epoch) and (best is None or scores["val"] > best["val"]):
             best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
                     "pruner": copy.deepcopy(pruner.state_dict())}
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val=f"{scores['val']:.3f}", refresh=False)
+        bar.set_postfix(loss=f"{step['loss']:.3f}", val=f"{scores['val']:.3f}", refresh=False)
         last = epoch == config.epochs - 1
         stop = should_stop is not None and should_stop()
         if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
