@@ -20,8 +20,9 @@ def chip(view: LayerView) -> Tensor:
     n, c = features.shape[:2]
     matrices = features.reshape(n, c, -1)
     full = torch.linalg.matrix_norm(matrices, ord="nuc")
-    eye = torch.eye(c, dtype=matrices.dtype)
-    # [C, N, C, HW]: row c zeroed in copy c
-    without = (1 - eye).view(c, 1, c, 1) * matrices.unsqueeze(0)
-    reduced = torch.linalg.matrix_norm(without, ord="nuc")
-    return (full.unsqueeze(0) - reduced).mean(1).float()
+    scores = torch.empty(c, dtype=torch.float64)
+    for channel in range(c):
+        without = matrices.clone()
+        without[:, channel] = 0
+        scores[channel] = (full - torch.linalg.matrix_norm(without, ord="nuc")).mean()
+    return scores.float()
