@@ -99,3 +99,28 @@ def test_end_to_end_on_digits(tmp_path, criterion):
     assert written["status"] == "done"
     small = load_compact(tmp_path, (1, 8, 8))
     assert count_model(small, (1, 8, 8))["macs"]["dense"] == record["compact_counts"]["macs"]
+
+
+def test_cli_prune_writes_compact_model(tmp_path, capsys):
+    from gnnprune.cli import main
+
+    out = tmp_path / "run"
+    code = main(["cnn", "prune", "--model", "convnet", "--dataset", "digits", "--criterion", "l1", "--fraction", "0.5",
+                 "--pretrain-epochs", "4", "--pretrain-lr", "0.05", "--finetune-epochs", "1", "--batch-size", "64",
+                 "--no-augment", "--latency-repeats", "1", "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert {"metrics.json", "masks.pt", "compact.pt", "architecture.json"} <= {p.name for p in out.iterdir()}
+    channels = json.loads((out / "architecture.json").read_text())["channels"]
+    assert channels == {"conv1": 8, "conv2": 16, "conv3": 16}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--criterion", "magic"], "choose one of l1"),
+    (["--checkpoint", "missing.pt"], "missing.pt"),
+])
+def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
+    from gnnprune.cli import main
+
+    code = main(["cnn", "prune", "--model", "convnet", "--dataset", "digits", "--out", str(tmp_path / "run"), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
