@@ -9,8 +9,8 @@ and removing it (:func:`cnn_bridge.compact.compact`) leaves the outputs unchange
 Budgets: a pruned fraction ``f`` of every prunable layer (``floor(f C)`` channels, at least one
 kept), or a MAC reduction ``r``: the fraction shared by all layers is found by bisection so that
 the masked MACs are at most ``(1 - r)`` times the dense MACs. The ``sensitivity`` criterion
-instead gives each layer its own fraction from measured accuracy drops (a tolerance found by
-bisection for the MAC target).
+instead gives each layer its own fraction from measured accuracy drops (the least harmful cuts
+first, until the MAC target is met).
 """
 from __future__ import annotations
 
@@ -191,13 +191,13 @@ class MacModel:
         kept = kept or {}
         total = 0
         for name, w in self.weights.items():
-            frac_out = kept.get(self.out_of.get(name), None)
-            frac_in = kept.get(self.in_of.get(name), None)
+            kept_out = kept.get(self.out_of.get(name), None)
+            kept_in = kept.get(self.in_of.get(name), None)
             cost = w * self.positions[name]
-            if frac_out is not None:
-                cost = cost * frac_out // self.channels[self.out_of[name]]
-            if frac_in is not None:
-                cost = cost * frac_in // self.channels[self.in_of[name]]
+            if kept_out is not None:
+                cost = cost * kept_out // self.channels[self.out_of[name]]
+            if kept_in is not None:
+                cost = cost * kept_in // self.channels[self.in_of[name]]
             total += cost
         return total
 
@@ -247,18 +247,26 @@ def sensitivity_drops(model: nn.Module, layers: Sequence[PrunableLayer], scores:
 
 
 def sensitivity_fractions(macs: MacModel, drops: dict[str, list[float]], fractions: Sequence[float],
-                          reduction: float, steps: int = 40) -> tuple[dict[str, float], float]:
-    """Per-layer fractions at the smallest tolerance reaching ``reduction``; returns ``(fractions, tolerance)``."""
+                          reduction: float) -> tuple[dict[str, float], float]:
+    """Per-layer fractions for a MAC target: the (layer, fraction) candidates are taken in order of
+    increasing accuracy drop (ties: smaller fraction first, then model order), each raising its
+    layer's fraction, until the MACs are at most ``(1 - reduction)`` dense. This is the tolerance
+    rule of :func:`~cnn_bridge.criteria.sensitivity.fractions_within` at the smallest tolerance that
+    meets the target, with ties broken so that equally harmless cuts are spread over layers.
+
+    Returns:
+        ``(fractions, tolerance)``, the tolerance being the drop of the last candidate taken.
+    """
     target = (1.0 - reduction) * macs.macs()
-    at = lambda tol: macs.macs(macs.kept_at(fractions_within(drops, fractions, tol)))  # noqa: E731
-    high = max(max(d) for d in drops.values()) + 1e-9
-    if at(high) > target:
-        raise ValueError(f"sensitivity fractions up to {max(fractions)} cannot reach a {reduction:.0%} MAC reduction")
-    low = min(min(d) for d in drops.values()) - 1e-9
-    for _ in range(steps):
-        mid = (low + high) / 2
-        low, high = (low, mid) if at(mid) <= target else (mid, high)
-    return fractions_within(drops, fractions, high), high
+    order = list(macs.channels)
+    candidates = sorted(((d, f, order.index(name), name) for name, layer_drops in drops.items()
+                         for f, d in zip(fractions, layer_drops)))
+    chosen = {name: 0.0 for name in macs.channels}
+    for drop, fraction, _, name in candidates:
+        chosen[name] = max(chosen[name], fraction)
+        if macs.macs(macs.kept_at(chosen)) <= target:
+            return chosen, drop
+    raise ValueError(f"sensitivity fractions up to {max(fractions)} cannot reach a {reduction:.0%} MAC reduction")
 
 
 def apply_central_compensation(model: nn.Module, layers: Sequence[PrunableLayer], keep: dict[str, Tensor],
