@@ -133,3 +133,18 @@ def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["cnn", "prune", "--model", "convnet", "--dataset", "digits", "--out", str(tmp_path / "run"), *argv])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_collected_features_are_post_activation_maps():
+    from cnn_bridge.prune_flow import collect_features
+
+    torch.manual_seed(0)
+    model = build_model("vgg16_bn").eval()
+    layers = prunable_layers(model, SHAPE)[:2]
+    x = torch.randn(3, *SHAPE)
+    features = collect_features(model, layers, [x[:2], x[2:]])
+    with torch.no_grad():
+        first = torch.relu(model.features[1](model.features[0](x)))
+    assert features["features.0"].shape == (3, 64, 32, 32)
+    assert torch.allclose(features["features.0"], first, atol=1e-5)
+    assert features["features.3"].min() >= 0
