@@ -35,7 +35,6 @@ from .compact import PrunableLayer, architecture, compact, prunable_layers, save
 from .counting import count_model, output_positions
 from .criteria import Criterion, LayerView
 from .criteria.central import compensate as central_compensate
-from .criteria.sensitivity import fractions_within
 from .data import ImageData, normalise
 from .train import TrainConfig, evaluate, train
 
@@ -275,20 +274,6 @@ def apply_central_compensation(model: nn.Module, layers: Sequence[PrunableLayer]
     for layer in layers:
         if not keep[layer.conv].all():
             central_compensate(layer_view(model, layer, features), keep[layer.conv])
-
-
-@torch.no_grad()
-def latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, repeats: int = 5) -> float:
-    """Median wall seconds of one eval forward pass at ``batch`` (after one warm-up pass)."""
-    model.eval()
-    x = torch.randn(batch, *input_shape)
-    model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()
