@@ -4,5 +4,7 @@ CNN weights are sites of the same :class:`gnnprune.masks.MaskEngine` (``adapters
 makes one-shot regular-graph block masks (graphs in ``graphs``); ``models`` are plain-torch CIFAR
 and ImageNet-shape networks; ``counting`` gives exact parameter and MAC counts; ``data`` loads
 CIFAR-10 (cached) and 8x8 digits; ``train`` and ``experiment`` run one training under fixed masks.
+``criteria`` scores output channels (``scores = criterion(view)``), ``prune_flow`` masks them to a
+budget and fine-tunes, and ``compact`` removes them physically (torch-pruning dependency graph).
 The package imports gnnprune, never the reverse.
 """

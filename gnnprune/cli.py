@@ -393,6 +393,7 @@ def _add_cnn_commands(sub) -> None:
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(cnn_handler=_cnn_rgp)
+    _add_cnn_prune(cnn_sub)
 
 
 def _cnn_rgp(args: argparse.Namespace) -> int:
@@ -433,6 +434,106 @@ def _cnn_rgp(args: argparse.Namespace) -> int:
     print(f"{args.model} {args.mask}: test accuracy {record['test_accuracy']:.4f}; kept {record['density']['pruned_layers']:.4f} "
           f"of pruned layers; params {counts['params']['pruned']}/{counts['params']['dense']}; "
           f"MACs {counts['macs']['pruned']}/{counts['macs']['dense']}; train {record['train_time_s']:.1f} s")
+    print(f"wrote {args.out}/metrics.json")
+    return 0
+
+
+# cnn prune --------------------------------------------------------------------------------------
+def _add_cnn_prune(cnn_sub) -> None:
+    from cnn_bridge.criteria import CRITERIA
+
+    p = cnn_sub.add_parser("prune", help="structured filter pruning with one criterion, fine-tuning and compaction",
+                           description=(
+                               "Load (--checkpoint) or train a dense CNN, score the output channels of every prunable "
+                               "convolution with one criterion, mask the lowest-scoring ones to a MAC target or a "
+                               "per-layer fraction, fine-tune under the masks, then physically remove the pruned "
+                               "channels (torch-pruning dependency graph). In CIFAR ResNets only the channels inside "
+                               "each basic block are pruned: the block outputs are tied to the zero-padding "
+                               "shortcut. Writes OUT/metrics.json (accuracy dense / masked before and after fine-tune "
+                               "/ compact, params and MACs, CPU latency at batch 1 and 64 of masked and compact "
+                               "models), OUT/masks.pt, OUT/compact.pt (state_dict) and OUT/architecture.json."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet56", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    p.add_argument("--criterion", default="l1", help=", ".join(CRITERIA))
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--mac-reduction", type=_density,
+                        help="fraction of MACs to remove; one pruned fraction for all layers is searched "
+                             "(default 0.5 when --fraction is not given)")
+    budget.add_argument("--fraction", type=_density, help="pruned fraction of every prunable layer")
+    p.add_argument("--checkpoint", type=Path,
+                   help="dense model state_dict to start from (e.g. OUT/model.pt of 'cnn rgp --mask dense'); "
+                        "without it the model is trained first")
+    p.add_argument("--pretrain-epochs", type=_positive_int, default=10)
+    p.add_argument("--pretrain-lr", type=_non_negative_float, default=0.1)
+    p.add_argument("--finetune-epochs", type=_positive_int, default=2)
+    p.add_argument("--finetune-lr", type=_non_negative_float, default=0.01)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--feature-images", type=_int_at_least(2), default=128,
+                   help="training images whose activations hrank, chip, central and entropy see")
+    p.add_argument("--sensitivity-images", type=_positive_int, default=500,
+                   help="training images the sensitivity criterion measures accuracy drops on")
+    p.add_argument("--latency-repeats", type=_positive_int, default=5, help="timed forward passes per model and batch")
+    p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
+    p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (latency is measured with these)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(cnn_handler=_cnn_prune)
+
+
+def _cnn_prune(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnn_bridge.experiment import DATASETS
+    from cnn_bridge.prune_flow import PruneRunConfig, run_prune
+    from cnn_bridge.train import TrainConfig
+
+    from .data import DataNotFoundError
+    from .io import OutputExistsError, check_new_folder, safe_torch_load
+
+    training = lambda epochs, lr, seed: TrainConfig(  # noqa: E731
+        epochs=epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
+        augment=not args.no_augment, seed=seed)
+    try:
+        reduction = args.mac_reduction if args.mac_reduction is not None or args.fraction is not None else 0.5
+        config = PruneRunConfig(
+            model=args.model, dataset=args.dataset, criterion=args.criterion, mac_reduction=reduction,
+            fraction=args.fraction, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+            pretrain=training(args.pretrain_epochs, args.pretrain_lr, args.seed),
+            finetune=training(args.finetune_epochs, args.finetune_lr, args.seed),
+            feature_images=args.feature_images, sensitivity_images=args.sensitivity_images,
+            latency_repeats=args.latency_repeats, train_subset=args.train_subset, test_subset=args.test_subset)
+        data = DATASETS[args.dataset](args.data_root)
+        data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
+        if args.checkpoint is not None:
+            from cnn_bridge.models import build_model
+
+            state = safe_torch_load(args.checkpoint)
+            try:
+                build_model(args.model, num_classes=data.num_classes,
+                            in_channels=data.train_x.shape[1]).load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{args.checkpoint} is not a {args.model} state_dict for {args.dataset}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+        check_new_folder(args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}") from None
+    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run_prune(config, data, args.out, progress=not args.no_progress)
+    acc, counts, lat = record["accuracy"], record["counts"], record["latency_s"]
+    print(f"{args.model} {args.criterion}: accuracy dense {acc['dense']:.4f}, masked {acc['masked_before_finetune']:.4f} "
+          f"-> fine-tuned {acc['masked_after_finetune']:.4f}; MACs {counts['macs']['pruned']}/{counts['macs']['dense']}; "
+          f"params {counts['params']['pruned']}/{counts['params']['dense']}; compact max |diff| "
+          f"{record['compact_max_abs_diff']:.2e}; batch-64 latency masked {lat['batch_64']['masked'] * 1e3:.1f} ms, "
+          f"compact {lat['batch_64']['compact'] * 1e3:.1f} ms ({lat['batch_64']['speedup']:.2f}x)")
     print(f"wrote {args.out}/metrics.json")
     return 0
 
