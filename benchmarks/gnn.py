@@ -265,7 +265,8 @@ def summarize(table: list[dict]) -> list[dict]:
 
 def markdown(grid: Grid, summary: list[dict], argv: list[str], finished: int, total: int) -> str:
     lines = [f"# Benchmark `{grid.name}`", "",
-             "Produced by", "", "```", "python -m benchmarks.gnn " + " ".join(argv), "```", "",
+             "Produced (and resumed, when interrupted) by", "", "```", "python -m benchmarks.gnn " + " ".join(_producing(argv)),
+             "```", "",
              f"{finished} of {total} runs finished. Test accuracy at the epoch of best validation accuracy "
              "(pruning methods: once their masks are final), mean ± sample std over seeds. Sparsities are the "
              "fractions actually removed; MACs relative to the dense model; epochs and wall time are the whole "
@@ -290,6 +291,21 @@ def markdown(grid: Grid, summary: list[dict], argv: list[str], finished: int, to
                     f"{e['epochs']['mean']:.0f} | {e['train_time_s']['mean']:.1f} | {e['inference_ms']['mean']:.2f} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _producing(argv: list[str]) -> list[str]:
+    """The command line that produces the results: without the report-only and speed flags."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--report-only", "--no-plots"):
+            continue
+        elif arg == "--jobs":
+            skip = True
+        elif not arg.startswith("--jobs="):
+            kept.append(arg)
+    return kept
 
 
 def _pm(stat: dict) -> str:
@@ -329,7 +345,10 @@ def plots(grid: Grid, summary: list[dict], out: Path) -> list[Path]:
             ax.set_xlabel(label)
             ax.set_ylabel("test accuracy")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.has_data():
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.tight_layout()

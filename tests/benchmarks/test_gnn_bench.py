@@ -114,3 +114,8 @@ def test_corrupt_result_file_is_named(grid_file, tmp_path):
     (out / "runs" / f"{run.id}.json").write_text("{trunc")
     with pytest.raises(ValueError, match=f"{run.id}.json: corrupt result file"):
         gnn.rows(grid, out)
+
+
+def test_report_names_the_producing_command():
+    assert gnn._producing(["--config", "c.toml", "--out", "o", "--jobs", "2", "--report-only", "--no-plots"]) == \
+        ["--config", "c.toml", "--out", "o"]
