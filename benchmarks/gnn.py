@@ -207,6 +207,17 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     return [run.id for run in job]
 
 
+def select(filters: list[str]):
+    """``["method=dense,cgp", "model=gat"]`` -> a predicate on :class:`Run`."""
+    allowed: dict[str, set[str]] = {}
+    for item in filters:
+        field, sep, values = item.partition("=")
+        if not sep or field not in ("dataset", "model", "method"):
+            raise ValueError(f"bad --only {item!r}; use dataset=..., model=... or method=... (comma-separated)")
+        allowed[field] = set(values.split(","))
+    return lambda run: all(getattr(run, field) in values for field, values in allowed.items())
+
+
 def pending(jobs: list[list[Run]], out: Path) -> list[list[Run]]:
     """Jobs with at least one run whose result file is missing."""
     return [job for job in jobs if not all((out / "runs" / f"{run.id}.json").exists() for run in job)]
@@ -420,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="results folder (finished runs are kept and skipped)")
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    parser.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
+                        help="run only the jobs whose dataset / model / method is one of the values "
+                             "(repeatable; the report still covers the whole grid)")
     parser.add_argument("--report-only", action="store_true", help="only aggregate what is finished")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
@@ -429,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.gnn: error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    todo = [] if args.report_only else pending(plan(grid), args.out)
+    try:
+        keep = select(args.only)
+    except ValueError as exc:
+        print(f"benchmarks.gnn: error: {exc}", file=sys.stderr)
+        return 2
+    todo = [] if args.report_only else [job for job in pending(plan(grid), args.out) if keep(job[0])]
     from tqdm.auto import tqdm
 
     start = time.perf_counter()

@@ -119,3 +119,11 @@ def test_corrupt_result_file_is_named(grid_file, tmp_path):
 def test_report_names_the_producing_command():
     assert gnn._producing(["--config", "c.toml", "--out", "o", "--jobs", "2", "--report-only", "--no-plots"]) == \
         ["--config", "c.toml", "--out", "o"]
+
+
+def test_only_filters_jobs_by_field():
+    keep = gnn.select(["method=dense,cgp", "model=gcn"])
+    assert keep(gnn.Run("cora", "gcn", "cgp", 0, 0)) and not keep(gnn.Run("cora", "gat", "cgp", 0, 0))
+    assert not keep(gnn.Run("cora", "gcn", "ugs", 0, 0))
+    with pytest.raises(ValueError, match="bad --only"):
+        gnn.select(["seed=1"])
