@@ -312,9 +312,9 @@ def _producing(argv: list[str]) -> list[str]:
             skip = False
         elif arg in ("--report-only", "--no-plots"):
             continue
-        elif arg == "--jobs":
+        elif arg in ("--jobs", "--only"):
             skip = True
-        elif not arg.startswith("--jobs="):
+        elif not arg.startswith(("--jobs=", "--only=")):
             kept.append(arg)
     return kept
 

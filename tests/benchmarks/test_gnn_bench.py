@@ -117,7 +117,8 @@ def test_corrupt_result_file_is_named(grid_file, tmp_path):
 
 
 def test_report_names_the_producing_command():
-    assert gnn._producing(["--config", "c.toml", "--out", "o", "--jobs", "2", "--report-only", "--no-plots"]) == \
+    assert gnn._producing(["--config", "c.toml", "--out", "o", "--jobs", "2", "--report-only", "--no-plots",
+                           "--only", "model=gcn"]) == \
         ["--config", "c.toml", "--out", "o"]
 
 
