@@ -357,6 +357,17 @@ def _row(cells) -> str:
 
 
 # cnn: CNN sparsification through cnn_bridge (imported lazily) ----------------------------------
+def _add_cnn_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> None:
+    """Data subset, seed, run folder and runtime options shared by the ``cnn`` subcommands."""
+    p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
+    p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--threads", type=_positive_int, help=threads_help)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _add_cnn_commands(sub) -> None:
     cnn = sub.add_parser("cnn", help="CNN sparsification on the same mask engine (cnn_bridge)")
     cnn_sub = cnn.add_subparsers(dest="cnn_command", required=True, parser_class=_Parser)
@@ -385,13 +396,7 @@ def _add_cnn_commands(sub) -> None:
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate (cosine decay)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
-    p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cnn_run_arguments(p, threads_help="torch CPU threads")
     p.set_defaults(cnn_handler=_cnn_rgp)
     _add_cnn_prune(cnn_sub)
 
@@ -476,13 +481,7 @@ def _add_cnn_prune(cnn_sub) -> None:
     p.add_argument("--sensitivity-images", type=_positive_int, default=500,
                    help="training images the sensitivity criterion measures accuracy drops on")
     p.add_argument("--latency-repeats", type=_positive_int, default=5, help="timed forward passes per model and batch")
-    p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
-    p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (latency is measured with these)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cnn_run_arguments(p, threads_help="torch CPU threads (latency is measured with these)")
     p.set_defaults(cnn_handler=_cnn_prune)
 
 
