@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .dropout import dropout as dense_dropout
+
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
@@ -186,8 +188,8 @@ def dropout(x: Tensor | SparseMatrix, p: float, training: bool) -> Tensor | Spar
     if isinstance(x, SparseMatrix):
         if not training or p == 0.0:
             return x
-        return x.with_values(torch.nn.functional.dropout(x.values, p, True))
-    return torch.nn.functional.dropout(x, p, training)
+        return x.with_values(dense_dropout(x.values, p))
+    return dense_dropout(x, p, training)
 
 
 def matmul(x: Tensor | SparseMatrix, weight: Tensor) -> Tensor:

@@ -84,7 +84,7 @@ class GATConv(nn.Module):
             numerator = w * numerator
         denominator = torch.zeros(n, heads, dtype=e.dtype).index_add_(0, row, numerator)
         alpha = numerator / denominator[row]
-        alpha = F.dropout(alpha, self.attention_dropout, self.training)
+        alpha = dropout(alpha, self.attention_dropout, self.training)
         out = torch.stack([sparse_matmul(pattern, alpha[:, k].contiguous(), h[:, k]) for k in range(heads)], dim=1)
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
         return out + self.bias
