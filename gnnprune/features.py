@@ -2,15 +2,16 @@
 
 Sparse feature matrices (bag-of-words data such as Cora) are kept as a
 :class:`~gnnprune.sparse.SparseMatrix` restricted to the stored entries of kept columns, so
-the first layer's cost follows the kept non-zeros. Dense matrices keep their width; pruned
-columns are zero (the physical, narrower matrix is exported with the pruned graph).
+the first layer's cost follows the kept non-zeros. Dense matrices are stored narrow, kept
+columns only (:class:`~gnnprune.sparse.DenseColumns`), so there too the cost follows the kept
+features; in both cases the gate scales weight rows rather than the ``[N, F]`` input.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .sparse import CSRPattern, SparseMatrix
+from .sparse import CSRPattern, DenseColumns, SparseMatrix
 
 SPARSE_DENSITY = 0.1  # below this fraction of non-zeros, features are stored sparse
 
@@ -58,24 +59,24 @@ class FeatureSelection:
             self._pattern = pattern
             self._base = features._val[entries][order]
         else:
-            self._column_mask = self.keep.float()
+            self._columns = None if bool(self.keep.all()) else self.keep.nonzero().view(-1)
+            self._values = features.dense if self._columns is None else features.dense.index_select(1, self._columns)
 
-    def gated(self, gate: Tensor | None = None) -> Tensor | SparseMatrix:
+    def gated(self, gate: Tensor | None = None) -> Tensor | SparseMatrix | DenseColumns:
         """The feature matrix with dead columns removed and live column ``j`` scaled by ``gate[j]``."""
         if self.features.sparse:
             return SparseMatrix(self._pattern, self._base, gate)
-        if gate is None and bool(self.keep.all()):
-            return self.features.dense
-        scale = self._column_mask if gate is None else self._column_mask * gate
-        return self.features.dense * scale
+        return self._dense(self._values, gate)
 
-    def rows(self, nodes: Tensor, gate: Tensor | None = None) -> Tensor | SparseMatrix:
+    def _dense(self, values: Tensor, gate: Tensor | None) -> Tensor | DenseColumns:
+        if gate is None and self._columns is None:
+            return values
+        return DenseColumns(values, self.features.shape[1], self._columns, gate)
+
+    def rows(self, nodes: Tensor, gate: Tensor | None = None) -> Tensor | SparseMatrix | DenseColumns:
         """:meth:`gated` restricted to the rows ``nodes`` (``[len(nodes), F]``), for mini-batches."""
         if not self.features.sparse:
-            x = self.features.dense[nodes]
-            if gate is None and bool(self.keep.all()):
-                return x
-            return x * (self._column_mask if gate is None else self._column_mask * gate)
+            return self._dense(self._values[nodes], gate)
         crow = self._pattern.crow
         start, count = crow[nodes], crow[nodes + 1] - crow[nodes]
         first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)

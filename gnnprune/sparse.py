@@ -179,13 +179,68 @@ class SparseMatrix:
         return dense if self.column_scale is None else dense * self.column_scale
 
 
-def dropout(x: Tensor | SparseMatrix, p: float, training: bool) -> Tensor | SparseMatrix:
-    """Dropout for dense tensors, and on the stored values of a :class:`SparseMatrix`.
+@dataclass(frozen=True, eq=False)
+class DenseColumns:
+    """Some columns of a dense ``[N, F]`` matrix, stored narrow, with an optional column scale.
+
+    Represents ``X[:, columns] diag(column_scale[columns])`` (pruned feature columns removed,
+    kept ones gated). ``self @ W`` multiplies the stored ``[N, len(columns)]`` block by the
+    matching rows of ``W`` scaled by the gate, so the product costs ``N * len(columns) * d``
+    and the gate's gradient comes from the ``[len(columns), d]`` weight gradient, without a
+    gradient with respect to the ``[N, F]`` input. Row-wise linear maps (dropout, a
+    propagation ``P @ X``) act on ``values`` and commute with the column selection and scale.
+
+    Attributes:
+        values: ``[N, len(columns)]`` (or ``[N, F]`` when ``columns`` is ``None``).
+        num_columns: ``F``.
+        columns: kept column indices in ``[0, F)``; ``None`` for all.
+        column_scale: ``[F]`` per-column factor (e.g. a feature gate); ``None`` for 1.
+    """
+
+    values: Tensor
+    num_columns: int
+    columns: Tensor | None = None
+    column_scale: Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.values.size(0)), self.num_columns
+
+    def __matmul__(self, weight: Tensor) -> Tensor:
+        if weight.size(0) != self.num_columns:
+            raise ValueError(f"matrix with {self.num_columns} columns times weight with {weight.size(0)} rows")
+        rows = weight if self.columns is None else weight.index_select(0, self.columns)
+        if self.column_scale is not None:
+            scale = self.column_scale if self.columns is None else self.column_scale.index_select(0, self.columns)
+            rows = rows * scale.view(-1, *([1] * (rows.dim() - 1)))
+        return self.values @ rows
+
+    def with_values(self, values: Tensor) -> "DenseColumns":
+        return DenseColumns(values, self.num_columns, self.columns, self.column_scale)
+
+    def to_dense(self) -> Tensor:
+        out = self.values.new_zeros(self.values.size(0), self.num_columns)
+        index = torch.arange(self.num_columns) if self.columns is None else self.columns
+        scale = torch.ones(()) if self.column_scale is None else self.column_scale[index]
+        out[:, index] = self.values * scale
+        return out
+
+
+def propagate_first(operator: SparseMatrix, x: Tensor | DenseColumns) -> Tensor | DenseColumns:
+    """``operator @ x`` for a dense input, keeping a :class:`DenseColumns` one narrow and gated."""
+    if isinstance(x, DenseColumns):
+        return x.with_values(operator @ x.values)
+    return operator @ x
+
+
+def dropout(x: Tensor | SparseMatrix | DenseColumns, p: float, training: bool) -> Tensor | SparseMatrix | DenseColumns:
+    """Dropout for dense tensors, on the stored values of a :class:`SparseMatrix`, and on the
+    stored block of a :class:`DenseColumns`.
 
     Dropping stored values only (as in Kipf & Welling's GCN) keeps the cost proportional
     to the number of non-zeros.
     """
-    if isinstance(x, SparseMatrix):
+    if isinstance(x, (SparseMatrix, DenseColumns)):
         if not training or p == 0.0:
             return x
         return x.with_values(dense_dropout(x.values, p))

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
-from ..sparse import SparseMatrix, dropout
+from ..sparse import SparseMatrix, dropout, propagate_first
 from .base import GraphModel, Linear
 
 
@@ -38,8 +38,8 @@ class GCNConv(nn.Module):
 
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
         # (A X) W == A (X W): propagate at the narrower width (dense inputs only).
-        if isinstance(x, Tensor) and self.aggregates_first:
-            return self.lin(graph.gcn_operator() @ x) + self.bias
+        if not isinstance(x, SparseMatrix) and self.aggregates_first:
+            return self.lin(propagate_first(graph.gcn_operator(), x)) + self.bias
         return graph.gcn_operator() @ self.lin(x) + self.bias
 
     @property
