@@ -92,6 +92,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .copruning import WeightGranularity
+    from .masks import WeightDistribution
     from .data import DATASETS
     from .methods import METHODS
     from .nn import MODELS
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
+    g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution], default="uniform",
+                   help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
+                        "denser, same total)")
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
     g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
@@ -193,6 +197,7 @@ def _minibatch_config(args: argparse.Namespace):
 
 def _config_from_args(args: argparse.Namespace):
     from .copruning import PruneTargets, WeightGranularity
+    from .masks import WeightDistribution
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
     from .methods import CGPConfig, OneShotConfig, UGSConfig
@@ -224,6 +229,7 @@ def _config_from_args(args: argparse.Namespace):
             method=method,
             targets=targets,
             weight_granularity=WeightGranularity(args.weight_structure),
+            weight_distribution=WeightDistribution(args.weight_distribution),
             cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
                           regrow_fraction=args.regrow_fraction),
             oneshot=OneShotConfig(args.finetune_epochs),

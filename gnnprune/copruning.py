@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .data import GraphData
 from .features import NodeFeatures
 from .graph import MaskedGraph
-from .masks import MaskEngine, SiteKind, SiteUpdate, prune_and_regrow
+from .masks import MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_per_tensor, prune_and_regrow
 from .nn import GraphModel
 from .scoring import SiteView, descent, gradient_magnitude, magnitude
 
@@ -85,18 +85,22 @@ class CoPruner:
         edge_activation: maps the raw edge parameter to the non-negative edge weight the model
             sees (default ``torch.sigmoid``; UGS uses ``torch.abs`` on a mask initialised to 1).
         weight_granularity: element-wise or per-output-unit weight masks.
+        weight_distribution: how the overall weight sparsity is spread over the weight tensors
+            (uniform: each at the target; ERK: small tensors denser, same total).
     """
 
     def __init__(self, model: GraphModel, data: GraphData, *, learn_edge_weights: bool = False,
                  learn_feature_gates: bool = False, edge_init_logit: float = 3.0,
                  edge_activation: Callable[[Tensor], Tensor] = torch.sigmoid,
-                 weight_granularity: WeightGranularity = WeightGranularity.ELEMENT) -> None:
+                 weight_granularity: WeightGranularity = WeightGranularity.ELEMENT,
+                 weight_distribution: WeightDistribution = WeightDistribution.UNIFORM) -> None:
         self.model = model
         self.edge_set = data.edges
         self.node_features = NodeFeatures(data.x)
         self.engine = MaskEngine()
         self.weights = model.prunable_weights()
         self.granularity = WeightGranularity(weight_granularity)
+        self.distribution = WeightDistribution(weight_distribution)
         for name, p in self.weights.items():
             shape = p.shape if self.granularity is WeightGranularity.ELEMENT else (p.shape[-1],)
             self.engine.add(WEIGHT_PREFIX + name, SiteKind.WEIGHT, shape, param=name,
@@ -264,6 +268,7 @@ class CoPruner:
         report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer,
                                            scores.get(EDGES)).as_dict()
         feature_rows = self.engine.mask(FEATURES)
+        weight_sparsity = self.weight_sparsities(sparsity.weights)
         for name, param in self.weights.items():
             site = WEIGHT_PREFIX + name
             grad = None if probe is None else self._site_values(probe.weight_grads[name])
@@ -276,13 +281,22 @@ class CoPruner:
                 rows = feature_rows.view(-1, *([1] * (param.dim() - 1))).expand_as(param)
                 live_scores = torch.where(rows, live_scores, torch.tensor(-float("inf")))
                 eligible = rows
-            update = prune_and_regrow(self.engine, site, sparsity.weights, regrow_fraction,
+            update = prune_and_regrow(self.engine, site, weight_sparsity[name], regrow_fraction,
                                       live_scores, grow_scores, eligible)
             with torch.no_grad():
                 self._reset_entries(param, self._revived(site, update.grown, param), 0.0, optimizer)
             report[site] = update.as_dict()
         self.refresh()
         return report
+
+    def weight_sparsities(self, overall: float) -> dict[str, float]:
+        """Per-weight sparsity that puts all weights together at ``overall`` (see :attr:`distribution`)."""
+        if self.distribution is WeightDistribution.UNIFORM:
+            return {name: overall for name in self.weights}
+        sizes = {name: self.engine.site(WEIGHT_PREFIX + name).numel for name in self.weights}
+        kept = kept_per_tensor({name: tuple(p.shape) for name, p in self.weights.items()}, overall,
+                               self.distribution, sizes)
+        return {name: 1.0 - kept[name] / sizes[name] for name in self.weights}
 
     def _site_values(self, tensor: Tensor) -> Tensor:
         if self.granularity is WeightGranularity.ELEMENT:

@@ -15,6 +15,7 @@ import torch
 from .checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, checkpoint_path, differing_keys,
                          load_checkpoint, save_checkpoint, seed_everything)
 from .copruning import CoPruner, PruneTargets, WeightGranularity
+from .masks import WeightDistribution
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
@@ -54,6 +55,7 @@ class ExperimentConfig:
         method: one of :data:`gnnprune.methods.METHODS`.
         targets: final sparsity of weights (every layer), edges and features.
         weight_granularity: prune single weights or whole output units (not UGS: element only).
+        weight_distribution: spread the weight target uniformly or by ERK (not UGS: uniform only).
         cgp, oneshot, ugs: settings of those methods (the others have none).
         seeds: one run per seed.
         minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
@@ -65,6 +67,7 @@ class ExperimentConfig:
     method: str = "cgp"
     targets: PruneTargets = field(default_factory=PruneTargets)
     weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
+    weight_distribution: WeightDistribution = WeightDistribution.UNIFORM
     cgp: CGPConfig = field(default_factory=CGPConfig)
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     ugs: UGSConfig = field(default_factory=UGSConfig)
@@ -82,6 +85,8 @@ class ExperimentConfig:
             self.cgp.check_epochs(self.train.epochs)
         if self.method == "ugs" and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
             raise ValueError("ugs prunes single weights only (weight granularity 'element')")
+        if self.method == "ugs" and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
+            raise ValueError("ugs prunes every weight tensor at the same rate (weight distribution 'uniform')")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,7 +99,9 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     ``loop``: checkpoint / resume / stop arguments of :func:`~gnnprune.training.train`. UGS
     runs many trainings: it honours a stop request but neither checkpoints nor resumes.
     """
-    targets, granularity = config.targets, WeightGranularity(config.weight_granularity)
+    targets = config.targets
+    layout = {"granularity": WeightGranularity(config.weight_granularity),
+              "distribution": WeightDistribution(config.weight_distribution)}
     train_once = _train_once if config.minibatch is None else functools.partial(train_once_minibatch,
                                                                                  batching=config.minibatch)
     if config.method == "ugs":
@@ -104,12 +111,12 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         return train_once(OneShot(targets, prune_epoch=train_config.epochs), model, data, train_config,
-                          learn_gates=True, granularity=granularity, epochs=train_config.epochs + finetune,
-                          progress=progress, **loop)
+                          learn_gates=True, epochs=train_config.epochs + finetune,
+                          progress=progress, **layout, **loop)
     hooks = {"dense": Dense, "random": lambda: RandomMasks(targets), "cgp": lambda: CGP(config.cgp, targets)}
     learn_gates = config.method == "cgp" and not targets.is_dense
     return train_once(hooks[config.method](), model, data, train_config, learn_gates=learn_gates,
-                      granularity=granularity, progress=progress, **loop)
+                      progress=progress, **layout, **loop)
 
 
 def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True, *,

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .copruning import CoPruner, WeightGranularity
+from .masks import WeightDistribution
 from .data import GraphData
 from .graph import EdgeSelection, EdgeSet, MaskedGraph
 from .methods.base import Fitted
@@ -214,11 +215,13 @@ def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPrune
 
 def train_once_minibatch(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
                          batching: MiniBatchConfig, learn_gates: bool = False,
-                         granularity: WeightGranularity = WeightGranularity.ELEMENT, epochs: int | None = None,
+                         granularity: WeightGranularity = WeightGranularity.ELEMENT,
+                         distribution: WeightDistribution = WeightDistribution.UNIFORM, epochs: int | None = None,
                          progress: bool = True, **loop) -> Fitted:
     """:func:`gnnprune.methods.train_once` on node batches (the batch partitions are seeded by ``config.seed``)."""
     pruner = MiniBatchCoPruner(model, data, batching, seed=config.seed, learn_edge_weights=learn_gates,
-                               learn_feature_gates=learn_gates, weight_granularity=granularity)
+                               learn_feature_gates=learn_gates, weight_granularity=granularity,
+                               weight_distribution=distribution)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     return Fitted(train_minibatch(model, data, pruner, method, config, progress=progress, **loop), pruner)

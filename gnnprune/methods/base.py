@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..copruning import CoPruner, WeightGranularity
+from ..masks import WeightDistribution
 from ..data import GraphData
 from ..nn import GraphModel
 from ..training import Method, TrainConfig, TrainResult, train
@@ -24,17 +25,18 @@ class Fitted:
 
 def train_once(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
                learn_gates: bool = False, granularity: WeightGranularity = WeightGranularity.ELEMENT,
-               epochs: int | None = None, progress: bool = True, **loop) -> Fitted:
+               distribution: WeightDistribution = WeightDistribution.UNIFORM, epochs: int | None = None, progress: bool = True, **loop) -> Fitted:
     """One training run of ``model`` under ``method``'s hooks (dense, random, one-shot, CGP).
 
     Args:
         learn_gates: learn an edge weight per undirected edge and a gate per feature column.
         granularity: what one weight-mask entry covers.
+        distribution: how the weight target is spread over the weight tensors.
         epochs: total epochs of the run (default ``config.epochs``).
         loop: checkpoint / resume / stop arguments of :func:`~gnnprune.training.train`.
     """
     pruner = CoPruner(model, data, learn_edge_weights=learn_gates, learn_feature_gates=learn_gates,
-                      weight_granularity=granularity)
+                      weight_granularity=granularity, weight_distribution=distribution)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     result = train(model, data, pruner, method, config, progress=progress, **loop)
