@@ -186,13 +186,26 @@ def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
                    help="nodes per batch (none: full-batch); masks stay global, each batch sees its kept "
                         "edges and features")
     g.add_argument("--loader", choices=sorted(LOADERS), default="random-nodes",
-                   help="batches: induced subgraphs of random node parts (plain torch)")
+                   help="random-nodes: induced subgraphs of random node parts; neighbors: sampled "
+                        "neighbourhoods of --batch-size seed nodes (both plain torch)")
+    g.add_argument("--fanout", type=_fanouts, default=(10, 10),
+                   help="neighbors loader: edges sampled per node at each hop, comma-separated (default 10,10)")
 
 
 def _minibatch_config(args: argparse.Namespace):
     from .minibatch import MiniBatchConfig
 
-    return None if args.batch_size is None else MiniBatchConfig(args.batch_size, args.loader)
+    return None if args.batch_size is None else MiniBatchConfig(args.batch_size, args.loader, args.fanout)
+
+
+def _fanouts(text: str) -> tuple[int, ...]:
+    try:
+        fanouts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        fanouts = ()
+    if not fanouts or any(f < 1 for f in fanouts):
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 10,10), got {text!r}")
+    return fanouts
 
 
 def _config_from_args(args: argparse.Namespace):
