@@ -7,6 +7,8 @@ edges, 128 features, 40 classes), with a fixed number of CPU threads:
 * a CGP training epoch (learned edge weights and feature gates, plus its share of mask
   updates: one probe + update every ``update_every`` epochs) vs our dense epoch;
 * inference with 20% of the edges kept vs dense inference, for GCN, APPNP, SGC and GAT;
+* the propagation alone (normalised operator of the kept edges times a ``[N, 64]`` matrix), with
+  20% vs all of the edges: the part of inference whose cost follows the kept edges;
 * peak resident memory of each measurement (each runs in a fresh subprocess).
 
 Every figure is a median over repeats; all ratios come from one invocation.
@@ -154,6 +156,26 @@ def task_inference(data, repeats, model_name: str, edge_keep: float):
     return {"inference_s": _timed(forward, repeats), "kept_edges": pruner.kept_edges()}
 
 
+def task_propagation(data, repeats, edge_keep: float, width: int = 64):
+    from gnnprune.copruning import CoPruner
+    from gnnprune.nn import build_model
+
+    model = build_model("gcn", data.num_features, data.num_classes)
+    pruner = CoPruner(model, data)
+    if edge_keep < 1.0:
+        n = data.edges.num_edges
+        pruner.engine.prune("edges", n - round(edge_keep * n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
+        pruner.refresh()
+    operator = pruner.graph().gcn_operator()
+    h = torch.randn(data.num_nodes, width, generator=torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def propagate():
+        operator @ h
+
+    return {"propagation_s": _timed(propagate, repeats), "operator_entries": operator.pattern.nnz, "width": width}
+
+
 def _run_task(args) -> dict:
     torch.set_num_threads(args.threads)
     data = _graph(Path(args.cache), args.quick)
@@ -166,14 +188,17 @@ def _run_task(args) -> dict:
         result = task_cgp_gcn(data, args.repeats)
     else:
         model_name, keep = name.split("@")
-        result = task_inference(data, args.repeats, model_name, float(keep))
+        if model_name == "propagation":
+            result = task_propagation(data, args.repeats, float(keep))
+        else:
+            result = task_inference(data, args.repeats, model_name, float(keep))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
 def _tasks() -> list[str]:
     tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn"]
-    for model in INFERENCE_MODELS:
+    for model in INFERENCE_MODELS + ("propagation",):
         tasks += [f"{model}@1.0", f"{model}@0.2"]
     return tasks
 
@@ -235,6 +260,7 @@ def summarize(results: dict, args) -> dict:
     }
     for model in INFERENCE_MODELS:
         ratios[f"{model}_inference_20pct_edges_over_dense"] = med(f"{model}@0.2", "inference_s") / med(f"{model}@1.0", "inference_s")
+    ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
     return {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
         "graph": QUICK if args.quick else ARXIV,
@@ -247,6 +273,8 @@ def summarize(results: dict, args) -> dict:
             "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
             **{f"{m}_inference_dense": med(f"{m}@1.0", "inference_s") for m in INFERENCE_MODELS},
             **{f"{m}_inference_20pct_edges": med(f"{m}@0.2", "inference_s") for m in INFERENCE_MODELS},
+            "propagation_dense": med("propagation@1.0", "propagation_s"),
+            "propagation_20pct_edges": med("propagation@0.2", "propagation_s"),
         },
         "ratios": ratios,
         "peak_rss_mb": {task: r.get("peak_rss_mb") for task, r in results.items()},
@@ -270,6 +298,9 @@ def markdown(report: dict) -> str:
     for model in INFERENCE_MODELS:
         lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
         lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")
+    if "propagation_dense" in m:
+        lines.append(f"| propagation (operator @ [N, 64]), all edges | {fmt(m['propagation_dense'])} | 1 | {fmt(rss.get('propagation@1.0'))} |")
+        lines.append(f"| propagation (operator @ [N, 64]), 20% edges | {fmt(m['propagation_20pct_edges'])} | {fmt(r['propagation_20pct_edges_over_dense'])}× all | {fmt(rss.get('propagation@0.2'))} |")
     if report["errors"]:
         lines += ["", "Failed measurements: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
     return "\n".join(lines) + "\n"
