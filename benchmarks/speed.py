@@ -9,6 +9,7 @@ edges, 128 features, 40 classes), with a fixed number of CPU threads:
 * inference with 20% of the edges kept vs dense inference, for GCN, APPNP, SGC and GAT;
 * the propagation alone (normalised operator of the kept edges times a ``[N, 64]`` matrix), with
   20% vs all of the edges: the part of inference whose cost follows the kept edges;
+* dropout (forward + backward) on a ``[N, 256]`` activation: ours vs ``F.dropout``;
 * peak resident memory of each measurement (each runs in a fresh subprocess).
 
 Every figure is a median over repeats; all ratios come from one invocation.
@@ -176,6 +177,23 @@ def task_propagation(data, repeats, edge_keep: float, width: int = 64):
     return {"propagation_s": _timed(propagate, repeats), "operator_entries": operator.pattern.nnz, "width": width}
 
 
+def task_dropout(data, repeats, width: int = 256):
+    import torch.nn.functional as F
+
+    from gnnprune.dropout import dropout
+
+    x = torch.randn(data.num_nodes, width, requires_grad=True)
+    grad = torch.ones(data.num_nodes, width)
+
+    def timed(fn):
+        def step():
+            x.grad = None
+            fn(x, 0.5, True).backward(grad)
+        return _timed(step, repeats)
+
+    return {"ours_s": timed(dropout), "torch_s": timed(F.dropout), "shape": [data.num_nodes, width]}
+
+
 def _run_task(args) -> dict:
     torch.set_num_threads(args.threads)
     data = _graph(Path(args.cache), args.quick)
@@ -186,6 +204,8 @@ def _run_task(args) -> dict:
         result = task_dense_gcn(data, args.repeats)
     elif name == "cgp_gcn":
         result = task_cgp_gcn(data, args.repeats)
+    elif name == "dropout":
+        result = task_dropout(data, args.repeats)
     else:
         model_name, keep = name.split("@")
         if model_name == "propagation":
@@ -197,7 +217,7 @@ def _run_task(args) -> dict:
 
 
 def _tasks() -> list[str]:
-    tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn"]
+    tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "dropout"]
     for model in INFERENCE_MODELS + ("propagation",):
         tasks += [f"{model}@1.0", f"{model}@0.2"]
     return tasks
@@ -260,6 +280,7 @@ def summarize(results: dict, args) -> dict:
     }
     for model in INFERENCE_MODELS:
         ratios[f"{model}_inference_20pct_edges_over_dense"] = med(f"{model}@0.2", "inference_s") / med(f"{model}@1.0", "inference_s")
+    ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
     ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
     return {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
@@ -273,6 +294,7 @@ def summarize(results: dict, args) -> dict:
             "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
             **{f"{m}_inference_dense": med(f"{m}@1.0", "inference_s") for m in INFERENCE_MODELS},
             **{f"{m}_inference_20pct_edges": med(f"{m}@0.2", "inference_s") for m in INFERENCE_MODELS},
+            "dropout_ours": med("dropout", "ours_s"), "dropout_torch": med("dropout", "torch_s"),
             "propagation_dense": med("propagation@1.0", "propagation_s"),
             "propagation_20pct_edges": med("propagation@0.2", "propagation_s"),
         },
@@ -298,6 +320,9 @@ def markdown(report: dict) -> str:
     for model in INFERENCE_MODELS:
         lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
         lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")
+    if "dropout_ours" in m:
+        lines.append(f"| dropout p=0.5 on [N, 256], forward + backward, F.dropout | {fmt(m['dropout_torch'])} | 1 | |")
+        lines.append(f"| dropout p=0.5 on [N, 256], forward + backward, ours | {fmt(m['dropout_ours'])} | {fmt(r['dropout_ours_over_torch'])}× F.dropout | {fmt(rss.get('dropout'))} |")
     if "propagation_dense" in m:
         lines.append(f"| propagation (operator @ [N, 64]), all edges | {fmt(m['propagation_dense'])} | 1 | {fmt(rss.get('propagation@1.0'))} |")
         lines.append(f"| propagation (operator @ [N, 64]), 20% edges | {fmt(m['propagation_20pct_edges'])} | {fmt(r['propagation_20pct_edges_over_dense'])}× all | {fmt(rss.get('propagation@0.2'))} |")

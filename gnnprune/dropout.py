@@ -3,9 +3,10 @@
 ``torch.nn.functional.dropout`` draws one ``bernoulli`` float per element from the CPU
 generator; on a ``[169_343, 256]`` activation (ogbn-arxiv size) that takes ~0.85 s with
 2 threads, more than the graph convolution itself. Here the random bits come in bulk from
-one ``int64`` draw per four elements: each 16-bit chunk, reduced to its 15 low bits (the
-top bit of ``random_()``'s ``int64`` is always zero), is a uniform integer in
-``[0, 32768)``, and an element is dropped when its integer is below ``round(p * 32768)``.
+one ``int64`` draw per four elements: each 16-bit chunk is a uniform integer (the top bit
+of ``random_()``'s ``int64`` is always zero, so the most significant chunk has 15 bits), and
+an element is dropped when its chunk falls in the lowest ``round(p * 32768) / 32768`` of its
+range.
 The result keeps dropout's contract,
 
 .. math::
@@ -18,29 +19,35 @@ than masking with a boolean). Non-CPU tensors use ``torch.nn.functional.dropout`
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Tensor
 
 _RESOLUTION = 1 << 15
+_HIGH_CHUNK = 3 if sys.byteorder == "little" else 0
 
 
 def drop_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
     """Boolean ``shape`` tensor, ``True`` (drop) with probability ``p`` independently per element."""
-    return _uniform_15bit(shape) < round(p * _RESOLUTION)
+    return keep_scale(shape, p) == 0
 
 
 def keep_scale(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """``shape`` tensor of ``1 / (1 - p)`` (kept, probability ``1 - p``) and ``0`` (dropped)."""
-    keep = _uniform_15bit(shape) >= round(p * _RESOLUTION)
-    return keep.to(dtype).mul_(1.0 / (1.0 - p))
-
-
-def _uniform_15bit(shape: torch.Size | tuple[int, ...]) -> Tensor:
     numel = 1
     for size in shape:
         numel *= int(size)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64).random_()
-    return words.view(torch.int16)[:numel].bitwise_and(_RESOLUTION - 1).view(shape)
+    # Each word holds four 16-bit chunks: three uniform on [-2^15, 2^15) and the most significant
+    # one, whose top bit is zero, uniform on [0, 2^15). A chunk keeps its element when it is at
+    # least its position's threshold; both thresholds drop with probability drops / 2^15.
+    drops = round(p * _RESOLUTION)
+    threshold = torch.full((4,), float(2 * drops - _RESOLUTION))
+    threshold[_HIGH_CHUNK] = drops
+    chunks = words.view(torch.int16).float().view(-1, 4)  # float32 holds every 16-bit integer exactly
+    keep = chunks.ge_(threshold).view(-1)[:numel]  # 1.0 / 0.0, in place
+    return keep.mul_(1.0 / (1.0 - p)).to(dtype).view(shape)
 
 
 class _Dropout(torch.autograd.Function):

@@ -66,3 +66,10 @@ def test_keep_scale_holds_zero_and_the_inverse_keep_probability():
     assert scale.dtype == torch.float64
     assert set(scale.unique().tolist()) == {0.0, 4.0}
     assert _fraction_within(scale == 0, 0.75)
+
+
+def test_half_precision_masks_keep_the_rate():
+    torch.manual_seed(0)
+    scale = keep_scale((200_000,), 0.3, torch.bfloat16)
+    assert scale.dtype == torch.bfloat16
+    assert _fraction_within(scale == 0, 0.3)
