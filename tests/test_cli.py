@@ -289,6 +289,13 @@ BAD_INPUT = [
     ("regrow-fraction>1", ["--regrow-fraction", "1.5"], "regrow_fraction must be in [0, 1], got 1.5", None),
     ("regrow-fraction-text", ["--regrow-fraction", "abc"], "invalid float value: 'abc'", None),
     ("weight-structure-unknown", ["--weight-structure", "diagonal"], "invalid choice: 'diagonal'", None),
+    ("weight-distribution-unknown", ["--weight-distribution", "normal"], "invalid choice: 'normal'", None),
+    ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
+     "weight distribution 'uniform'", None),
+    ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
+     "expected positive integers separated by commas", None),
+    ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
+    ("loader-unknown", ["--batch-size", "100", "--loader", "cluster"], "invalid choice: 'cluster'", None),
     ("threads=0", ["--threads", "0"], "argument --threads: must be >= 1, got 0", None),
     ("checkpoint-every<0", ["--checkpoint-every", "-1"], "argument --checkpoint-every: must be >= 0, got -1", None),
     ("unknown-flag", ["--speed", "fast"], "unrecognized arguments: --speed fast", None),
@@ -329,7 +336,7 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 62
+BAD_INPUT_CASES = 67
 
 
 def test_bad_input_table_size():
