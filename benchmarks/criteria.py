@@ -27,6 +27,7 @@ from cnn_bridge.models import build_model
 from cnn_bridge.prune_flow import PruneRunConfig, run_prune
 from cnn_bridge.train import TrainConfig, train
 from gnnprune.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from gnnprune.machine import load_average, load_note
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,8 +94,8 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], total_s: 
              f"CIFAR-10 subset: {args.train_subset} train / {args.test_subset} test images (class-stratified, drawn "
              f"per seed); dense pretraining {args.pretrain_epochs} epochs (lr {args.pretrain_lr}), fine-tuning "
              f"{args.finetune_epochs} epoch(s) (lr {args.finetune_lr}) under the channel masks; data-driven criteria "
-             f"see {args.feature_images} training images; {args.threads} thread(s). All wall times and latencies were "
-             f"measured under contention (2 shared cores); the batch-64 speedup is masked vs compact latency, "
+             f"see {args.feature_images} training images; {args.threads} thread(s); "
+             f"{load_note(getattr(args, 'load_at_start', None)) or 'machine load not recorded'}; the batch-64 speedup is masked vs compact latency, "
              f"measured alternately in the same run. Total {total_s:.0f} s.", "",
              "| criterion | accuracy after fine-tune mean ± std | per seed | before fine-tune (mean) | dense (mean) | "
              "MACs kept | params kept | score + allocate s | batch-64 speedup | max abs diff compact vs masked |",
@@ -136,6 +137,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.load_at_start = load_average()
     command = "python benchmarks/criteria.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     torch.set_num_threads(args.threads)

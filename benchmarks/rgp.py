@@ -22,6 +22,7 @@ from cnn_bridge.experiment import MASKS, RGPRunConfig, run_rgp
 from cnn_bridge.rgp import RGPConfig
 from cnn_bridge.train import TrainConfig
 from gnnprune.io import atomic_write_bytes, atomic_write_json
+from gnnprune.machine import load_average, load_note
 
 VARIANTS = ("dense", "rgp", "random-regular", "random-element")
 
@@ -93,7 +94,7 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], runs: lis
              command, "```", "",
              f"CIFAR-10 subset: {args.train_subset} train / {args.test_subset} test images (class-stratified, "
              f"drawn per seed), {args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr} cosine, "
-             f"{args.threads} thread(s). Wall times measured under contention (shared 2-core machine); "
+             f"{args.threads} thread(s); {load_note(getattr(args, 'load_at_start', None)) or 'machine load not recorded'}; "
              f"{len(runs)} of {len(args.seeds) * len(args.variants)} runs done in {total_s:.0f} s.", "",
              "| variant | test accuracy mean ± std | per seed | density (pruned layers) | params | MACs | "
              "mean layer ASPL (before → after) | train s per run |",
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
         render(args.out)
         print(f"rewrote {args.out}/rgp.md, aspl.png")
         return 0
+    args.load_at_start = load_average()
     command = "python benchmarks/rgp.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     torch.set_num_threads(args.threads)
     from cnn_bridge.data import load_cifar10

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from gnnprune.machine import load_average, load_note
+
 QUICK = "synthetic:num_nodes=20000,num_edges=100000,num_features=32,num_classes=5,degree_skew=0.6,num_val=2000,num_test=4000"
 
 
@@ -176,7 +178,7 @@ def _run_task(args) -> int:
     _warm_up()
     out = Path(args.task_out)
     report: dict = {"size": args.size, "threads": args.threads, "command": args.command,
-                    "available_gb_at_start": _available_gb()}
+                    "available_gb_at_start": _available_gb(), "load_average_at_start": load_average()}
     _watchdog(args.rss_limit_gb, report, out)
     spec = {"arxiv": "synthetic:arxiv", "products": "synthetic:products", "quick": QUICK}[args.size]
     if args.size == "products":
@@ -190,8 +192,9 @@ def _run_task(args) -> int:
 
 def markdown(report: dict) -> str:
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"# CGP at {report['size']} size", "", f"`{report['command']}` ({report['threads']} thread(s), "
-             "measured under contention with other jobs on a shared 2-core machine)", ""]
+    note = load_note(report.get("load_average_at_start"))
+    machine = f"; {note}" if note else ""
+    lines = [f"# CGP at {report['size']} size", "", f"`{report['command']}` ({report['threads']} thread(s){machine})", ""]
     if "graph" in report:
         g = report["graph"]
         lines += [f"Graph: {g['nodes']:,} nodes, {g['undirected_edges']:,} undirected edges, {g['features']} features, "

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from gnnprune.machine import load_average, load_note
+
 ARXIV = dict(num_nodes=169_343, num_edges=1_166_243, num_features=128, num_classes=40)
 QUICK = dict(num_nodes=5_000, num_edges=30_000, num_features=32, num_classes=5)
 INFERENCE_MODELS = ("gcn", "appnp", "sgc", "gat")
@@ -241,6 +243,7 @@ def main(argv=None) -> int:
 
     from gnnprune.io import atomic_write_bytes, atomic_write_json
 
+    load = load_average()
     _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
     results = {}
     for task in tqdm(_tasks(), desc="speed"):
@@ -252,6 +255,7 @@ def main(argv=None) -> int:
             continue
         results[task] = json.loads(proc.stdout.strip().splitlines()[-1])
     report = summarize(results, args)
+    report["load_average_at_start"] = load
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "speed.json", report)
     atomic_write_bytes(args.out / "speed.md", markdown(report).encode())
@@ -309,7 +313,7 @@ def markdown(report: dict) -> str:
     m, r = report["medians_s"], report["ratios"]
     lines = [f"# Speed at {report['size']} size",
              "", f"`{report['command']}` — {report['graph']}, {report['threads']} threads, "
-             f"medians of {report['repeats']} repeats.", "",
+             f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}.", "",
              "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]
     rss = report["peak_rss_mb"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
