@@ -116,11 +116,14 @@ def test_one_batch_covering_the_graph_is_full_batch_training(small_csbm):
         assert torch.equal(pruner.engine.mask(name), pruner_b.engine.mask(name)), name
 
 
-@pytest.mark.parametrize("loader", ["random-nodes", "neighbors"])
-def test_minibatch_cgp_reaches_targets_and_learns(small_csbm, loader):
+# induced-subgraph batches see a third of the kept edges per step and need longer (seeds 0-3 at
+# 60 epochs: 0.76-0.78 test accuracy; at 40 epochs 0.68-0.80); sampled neighbourhoods reach
+# 0.80-0.85 in 40
+@pytest.mark.parametrize("loader,epochs,prune_end", [("random-nodes", 60, 32), ("neighbors", 40, 24)])
+def test_minibatch_cgp_reaches_targets_and_learns(small_csbm, loader, epochs, prune_end):
     model, pruner, cgp = _cgp_pieces(small_csbm, batch_size=200, seed=1, hidden=64, loader=loader)
-    config = TrainConfig(epochs=40, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1)
-    cgp = CGP(CGPConfig(prune_start=4, prune_end=24, update_every=4), PruneTargets(0.5, 0.5, 0.5))
+    config = TrainConfig(epochs=epochs, pseudo_label_weight=0.3, pseudo_label_warmup=10, gate_lr=0.1)
+    cgp = CGP(CGPConfig(prune_start=4, prune_end=prune_end, update_every=4), PruneTargets(0.5, 0.5, 0.5))
     result = train_minibatch(model, small_csbm, pruner, cgp, config, progress=False)
     assert [h["batches"] for h in result.history][:1] == [3]
     report = pruner.sparsity_report()

@@ -40,7 +40,8 @@ def test_selection_waits_for_final_masks(small_csbm):
 
 def test_cora_cgp_short_run_reaches_targets_exactly(cora):
     targets = PruneTargets(weights=0.9, edges=0.5, features=0.5)
-    result, pruner = _run(cora, targets, epochs=60, hidden=64, prune_start=2, prune_end=30, update_every=4)
+    # seeds 0-4 reach 0.734-0.791 test accuracy in this configuration (60 epochs: 0.584-0.763)
+    result, pruner = _run(cora, targets, epochs=100, hidden=64, prune_start=2, prune_end=50, update_every=4)
     report = pruner.sparsity_report()
     assert report["kept_edges"] == 5278 - round(0.5 * 5278)
     assert report["kept_features"] == 1433 - round(0.5 * 1433)
