@@ -15,9 +15,9 @@ import torch
 from .checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, checkpoint_path, differing_keys,
                          load_checkpoint, save_checkpoint, seed_everything)
 from .copruning import CoPruner, PruneTargets, WeightGranularity
-from .masks import WeightDistribution
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
+from .masks import WeightDistribution
 from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
                       fit_ugs)
 from .methods import train_once as _train_once

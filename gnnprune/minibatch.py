@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 
 from .copruning import CoPruner, WeightGranularity
-from .masks import WeightDistribution
 from .data import GraphData
 from .graph import EdgeSelection, EdgeSet, MaskedGraph
+from .masks import WeightDistribution
 from .methods.base import Fitted
 from .nn import GraphModel
 from .training import Method, TrainConfig, TrainingRun, TrainResult, optimizer_step, train

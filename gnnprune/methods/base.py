@@ -5,8 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..copruning import CoPruner, WeightGranularity
-from ..masks import WeightDistribution
 from ..data import GraphData
+from ..masks import WeightDistribution
 from ..nn import GraphModel
 from ..training import Method, TrainConfig, TrainResult, train
 
