@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .sparse import CSRPattern, DenseColumns, SparseMatrix
+from .sparse import CSRPattern, DenseColumns, SparseMatrix, row_entries
 
 SPARSE_DENSITY = 0.1  # below this fraction of non-zeros, features are stored sparse
 
@@ -77,10 +77,6 @@ class FeatureSelection:
         """:meth:`gated` restricted to the rows ``nodes`` (``[len(nodes), F]``), for mini-batches."""
         if not self.features.sparse:
             return self._dense(self._values[nodes], gate)
-        crow = self._pattern.crow
-        start, count = crow[nodes], crow[nodes + 1] - crow[nodes]
-        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
-        entries = first + torch.arange(int(count.sum()))
-        local_row = torch.repeat_interleave(torch.arange(nodes.numel()), count)
+        local_row, entries = row_entries(self._pattern.crow, nodes)
         pattern, order = CSRPattern.from_coo(local_row, self._pattern.col[entries], (nodes.numel(), self.features.shape[1]))
         return SparseMatrix(pattern, self._base[entries][order], gate)

@@ -38,6 +38,7 @@ from .graph import EdgeSelection, EdgeSet, MaskedGraph
 from .masks import WeightDistribution
 from .methods.base import Fitted
 from .nn import GraphModel
+from .sparse import row_entries, row_pointers
 from .training import Method, TrainConfig, TrainingRun, TrainResult, optimizer_step, train
 
 
@@ -170,20 +171,15 @@ def _pool_adjacency(edge_set: EdgeSet, edge_pool: Tensor) -> _Adjacency:
     u, v = edge_set.edges[0, edge_pool], edge_set.edges[1, edge_pool]
     source = torch.cat([u, v])
     order = torch.argsort(source, stable=True)
-    crow = torch.zeros(edge_set.num_nodes + 1, dtype=torch.long)
-    crow[1:] = torch.bincount(source, minlength=edge_set.num_nodes).cumsum(0)
+    crow = row_pointers(source, edge_set.num_nodes)
     return _Adjacency(crow, torch.cat([v, u])[order], torch.cat([edge_pool, edge_pool])[order])
 
 
 def _sample_neighbours(adjacency: _Adjacency, frontier: Tensor, fanout: int,
                        generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Up to ``fanout`` random pool entries of every frontier node: ``(neighbour nodes, edge ids)``."""
-    start = adjacency.crow[frontier]
-    degree = adjacency.crow[frontier + 1] - start
-    owner = torch.repeat_interleave(torch.arange(frontier.numel()), degree)
-    first = torch.repeat_interleave(degree.cumsum(0) - degree, degree)
-    position = torch.arange(owner.numel()) - first
-    entry = start[owner] + position
+    owner, entry = row_entries(adjacency.crow, frontier)
+    position = entry - adjacency.crow[frontier][owner]
     # shuffle within each owner's group (groups stay contiguous and in order), keep the first `fanout`
     order = torch.argsort(owner.double() + torch.rand(owner.numel(), generator=generator, dtype=torch.float64))
     chosen = entry[order[position < fanout]]

@@ -71,10 +71,10 @@ class CSRPattern:
         t_perm = _lexsort(col_s, row_s, n_rows)
         pattern = CSRPattern(
             shape=(n_rows, n_cols),
-            crow=_row_pointers(row_s, n_rows),
+            crow=row_pointers(row_s, n_rows),
             col=col_s.contiguous(),
             row=row_s.contiguous(),
-            t_crow=_row_pointers(col_s[t_perm], n_cols),
+            t_crow=row_pointers(col_s[t_perm], n_cols),
             t_col=row_s[t_perm].contiguous(),
             t_perm=t_perm,
         )
@@ -91,10 +91,25 @@ def _lexsort(primary: Tensor, secondary: Tensor, n_secondary: int) -> Tensor:
     return torch.sort(key, stable=True).indices
 
 
-def _row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
-    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=sorted_rows.device)
-    crow[1:] = torch.bincount(sorted_rows, minlength=n_rows).cumsum(0)
+def row_pointers(rows: Tensor, n_rows: int) -> Tensor:
+    """CSR row pointers ``[n_rows + 1]`` of entries whose row indices, once sorted, are ``rows``."""
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
     return crow
+
+
+def row_entries(crow: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The stored entries of some rows of a CSR matrix, row after row.
+
+    Returns:
+        ``(owner, entries)``: ``entries`` are stored-entry indices, ``owner[k]`` the position in
+        ``rows`` of the row that entry ``k`` belongs to.
+    """
+    start = crow[rows]
+    count = crow[rows + 1] - start
+    owner = torch.repeat_interleave(torch.arange(rows.numel(), device=crow.device), count)
+    offset = torch.arange(owner.numel(), device=crow.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+    return owner, start[owner] + offset
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:

@@ -25,7 +25,8 @@ class Fitted:
 
 def train_once(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, *,
                learn_gates: bool = False, granularity: WeightGranularity = WeightGranularity.ELEMENT,
-               distribution: WeightDistribution = WeightDistribution.UNIFORM, epochs: int | None = None, progress: bool = True, **loop) -> Fitted:
+               distribution: WeightDistribution = WeightDistribution.UNIFORM, epochs: int | None = None,
+               progress: bool = True, **loop) -> Fitted:
     """One training run of ``model`` under ``method``'s hooks (dense, random, one-shot, CGP).
 
     Args:
