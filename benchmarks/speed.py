@@ -139,7 +139,8 @@ def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
             "targets": list(targets), "kept_edges": pruner.kept_edges()}
 
 
-def task_inference(data, repeats, model_name: str, edge_keep: float):
+def _model_keeping_edges(data, model_name: str, edge_keep: float):
+    """A fresh ``model_name`` in eval mode and a pruner keeping a seeded random ``edge_keep`` of the edges."""
     from gnnprune.copruning import CoPruner
     from gnnprune.nn import build_model
 
@@ -151,6 +152,11 @@ def task_inference(data, repeats, model_name: str, edge_keep: float):
         n = data.edges.num_edges
         pruner.engine.prune("edges", n - round(edge_keep * n), torch.rand(n, generator=g))
         pruner.refresh()
+    return model, pruner
+
+
+def task_inference(data, repeats, model_name: str, edge_keep: float):
+    model, pruner = _model_keeping_edges(data, model_name, edge_keep)
 
     @torch.no_grad()
     def forward():
@@ -160,15 +166,7 @@ def task_inference(data, repeats, model_name: str, edge_keep: float):
 
 
 def task_propagation(data, repeats, edge_keep: float, width: int = 64):
-    from gnnprune.copruning import CoPruner
-    from gnnprune.nn import build_model
-
-    model = build_model("gcn", data.num_features, data.num_classes)
-    pruner = CoPruner(model, data)
-    if edge_keep < 1.0:
-        n = data.edges.num_edges
-        pruner.engine.prune("edges", n - round(edge_keep * n), torch.rand(n, generator=torch.Generator().manual_seed(0)))
-        pruner.refresh()
+    _, pruner = _model_keeping_edges(data, "gcn", edge_keep)
     operator = pruner.graph().gcn_operator()
     h = torch.randn(data.num_nodes, width, generator=torch.Generator().manual_seed(0))
 
