@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from gnnprune.machine import load_average, load_note
+from gnnprune.machine import load_average, load_note, retain_freed_memory
 
 QUICK = "synthetic:num_nodes=20000,num_edges=100000,num_features=32,num_classes=5,degree_skew=0.6,num_val=2000,num_test=4000"
 
@@ -174,10 +174,11 @@ def _warm_up() -> None:
 
 
 def _run_task(args) -> int:
+    allocator = retain_freed_memory()
     torch.set_num_threads(args.threads)
     _warm_up()
     out = Path(args.task_out)
-    report: dict = {"size": args.size, "threads": args.threads, "command": args.command,
+    report: dict = {"size": args.size, "threads": args.threads, "command": args.command, "allocator": allocator,
                     "available_gb_at_start": _available_gb(), "load_average_at_start": load_average()}
     _watchdog(args.rss_limit_gb, report, out)
     spec = {"arxiv": "synthetic:arxiv", "products": "synthetic:products", "quick": QUICK}[args.size]

@@ -6,7 +6,8 @@ edges, 128 features, 40 classes), with a fixed number of CPU threads:
 * our dense GCN training epoch vs PyG's default ``GCNConv`` model of the same shape;
 * a CGP training epoch (learned edge weights and feature gates, plus its share of mask
   updates: one probe + update every ``update_every`` epochs) vs our dense epoch;
-* inference with 20% of the edges kept vs dense inference, for GCN, APPNP, SGC and GAT;
+* inference with 20% of the edges kept vs dense inference, for GCN, APPNP, SGC and GAT, and
+  with no edge kept (self-loops only): the part of inference no edge pruning can remove;
 * the propagation alone (normalised operator of the kept edges times a ``[N, 64]`` matrix), with
   20% vs all of the edges: the part of inference whose cost follows the kept edges;
 * dropout (forward + backward) on a ``[N, 256]`` activation: ours vs ``F.dropout``;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from gnnprune.machine import load_average, load_note
+from gnnprune.machine import load_average, load_note, retain_freed_memory
 
 ARXIV = dict(num_nodes=169_343, num_edges=1_166_243, num_features=128, num_classes=40)
 QUICK = dict(num_nodes=5_000, num_edges=30_000, num_features=32, num_classes=5)
@@ -195,6 +197,7 @@ def task_dropout(data, repeats, width: int = 256):
 
 
 def _run_task(args) -> dict:
+    allocator = retain_freed_memory()
     torch.set_num_threads(args.threads)
     data = _graph(Path(args.cache), args.quick)
     name = args.task
@@ -213,14 +216,15 @@ def _run_task(args) -> dict:
         else:
             result = task_inference(data, args.repeats, model_name, float(keep))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["allocator"] = allocator
     return result
 
 
 def _tasks() -> list[str]:
     tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "dropout"]
-    for model in INFERENCE_MODELS + ("propagation",):
-        tasks += [f"{model}@1.0", f"{model}@0.2"]
-    return tasks
+    for model in INFERENCE_MODELS:
+        tasks += [f"{model}@1.0", f"{model}@0.2", f"{model}@0.0"]
+    return tasks + ["propagation@1.0", "propagation@0.2"]
 
 
 def main(argv=None) -> int:
@@ -230,8 +234,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small graph (smoke test)")
     parser.add_argument("--cache", type=Path, help="graph cache file (default: data/cache/bench/<size>.pt)")
+    parser.add_argument("--tasks", help=f"comma-separated subset of: {', '.join(_tasks())} (default: all)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    tasks = _tasks() if not args.tasks else [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(tasks) - set(_tasks()))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(_tasks())}")
     args.cache = args.cache or Path("data/cache/bench") / ("quick.pt" if args.quick else "arxiv.pt")
     if args.task:
         print(json.dumps(_run_task(args)))
@@ -244,7 +253,7 @@ def main(argv=None) -> int:
     load = load_average()
     _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
     results = {}
-    for task in tqdm(_tasks(), desc="speed"):
+    for task in tqdm(tasks, desc="speed"):
         cmd = [sys.executable, "-m", "benchmarks.speed", "--task", task, "--threads", str(args.threads),
                "--repeats", str(args.repeats), "--cache", str(args.cache)] + (["--quick"] if args.quick else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -282,6 +291,7 @@ def summarize(results: dict, args) -> dict:
     }
     for model in INFERENCE_MODELS:
         ratios[f"{model}_inference_20pct_edges_over_dense"] = med(f"{model}@0.2", "inference_s") / med(f"{model}@1.0", "inference_s")
+        ratios[f"{model}_inference_no_edges_over_dense"] = med(f"{model}@0.0", "inference_s") / med(f"{model}@1.0", "inference_s")
     ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
     ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
     return {
@@ -290,12 +300,14 @@ def summarize(results: dict, args) -> dict:
         "size": "quick (smoke test)" if args.quick else "ogbn-arxiv",
         "threads": args.threads,
         "repeats": args.repeats,
+        "allocator": sorted({r["allocator"] for r in results.values() if "allocator" in r}),
         "update_every": every,
         "medians_s": {
             "ours_dense_epoch": dense, "pyg_gcnconv_epoch": med("pyg_gcn", "epoch_s"),
             "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
             **{f"{m}_inference_dense": med(f"{m}@1.0", "inference_s") for m in INFERENCE_MODELS},
             **{f"{m}_inference_20pct_edges": med(f"{m}@0.2", "inference_s") for m in INFERENCE_MODELS},
+            **{f"{m}_inference_no_edges": med(f"{m}@0.0", "inference_s") for m in INFERENCE_MODELS},
             "dropout_ours": med("dropout", "ours_s"), "dropout_torch": med("dropout", "torch_s"),
             "propagation_dense": med("propagation@1.0", "propagation_s"),
             "propagation_20pct_edges": med("propagation@0.2", "propagation_s"),
@@ -311,7 +323,8 @@ def markdown(report: dict) -> str:
     m, r = report["medians_s"], report["ratios"]
     lines = [f"# Speed at {report['size']} size",
              "", f"`{report['command']}` — {report['graph']}, {report['threads']} threads, "
-             f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}.", "",
+             f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}; "
+             f"allocator: {', '.join(report.get('allocator', [])) or 'not recorded'}.", "",
              "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]
     rss = report["peak_rss_mb"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -322,6 +335,8 @@ def markdown(report: dict) -> str:
     for model in INFERENCE_MODELS:
         lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
         lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")
+        if not math.isnan(m.get(f"{model}_inference_no_edges", float("nan"))):
+            lines.append(f"| {model} inference, no edges (self-loops only) | {fmt(m[f'{model}_inference_no_edges'])} | {fmt(r[f'{model}_inference_no_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.0'))} |")
     if "dropout_ours" in m:
         lines.append(f"| dropout p=0.5 on [N, 256], forward + backward, F.dropout | {fmt(m['dropout_torch'])} | 1 | |")
         lines.append(f"| dropout p=0.5 on [N, 256], forward + backward, ours | {fmt(m['dropout_ours'])} | {fmt(r['dropout_ours_over_torch'])}× F.dropout | {fmt(rss.get('dropout'))} |")

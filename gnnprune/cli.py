@@ -560,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from .machine import retain_freed_memory
+
+    retain_freed_memory()  # process-wide; set $GNNPRUNE_SYSTEM_MALLOC=1 to keep glibc's default
     try:
         if args.command == "prune":
             return _prune(args)

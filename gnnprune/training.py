@@ -35,7 +35,7 @@ class TrainConfig:
         pseudo_label_threshold: only unlabelled nodes predicted with at least this confidence
             get a pseudo-label.
         pseudo_label_warmup: epochs over which the pseudo-label weight ramps up linearly from 0.
-        gate_lr: learning rate of edge logits and feature gates (default: ``lr``).
+        gate_lr: learning rate of edge logits and feature gates (default: ``lr``; 0 freezes them).
     """
 
     epochs: int = 200
@@ -56,6 +56,8 @@ class TrainConfig:
             raise ValueError(f"pseudo_label_weight must be >= 0, got {self.pseudo_label_weight}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.gate_lr is not None and self.gate_lr < 0:
+            raise ValueError(f"gate_lr must be >= 0 (0 freezes the gates), got {self.gate_lr}")
 
 
 class Method(Protocol):
@@ -159,7 +161,7 @@ def make_optimizer(model: GraphModel, pruner: CoPruner, config: TrainConfig) -> 
     groups = model.param_groups(config.weight_decay)
     gates = pruner.gate_parameters()
     if gates:
-        groups.append({"params": gates, "weight_decay": 0.0, "lr": config.gate_lr or config.lr})
+        groups.append({"params": gates, "weight_decay": 0.0, "lr": config.lr if config.gate_lr is None else config.gate_lr})
     return torch.optim.Adam(groups, lr=config.lr)
 
 

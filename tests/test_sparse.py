@@ -43,3 +43,19 @@ def test_sparse_dropout_touches_only_stored_values():
     assert 0.4 < kept.float().mean() < 0.6
     assert torch.allclose(dropped.values[kept], 2 * m.values[kept])
     assert dropout(m, 0.5, training=False) is m
+
+
+def test_rows_and_columns_without_entries_give_exact_zeros_in_reused_memory():
+    # Row 1 and column 2 have no entries; products are written into uninitialised memory,
+    # so fill freed memory with NaN first: an output entry the kernel skipped would show it.
+    pattern, order = CSRPattern.from_coo(torch.tensor([0, 0, 2, 3]), torch.tensor([0, 3, 1, 0]), (4, 4))
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])[order].requires_grad_(True)
+    x = torch.randn(4, 33, requires_grad=True)
+    for _ in range(3):
+        poison = torch.full((64, 64), float("nan"))
+        del poison
+        out = SparseMatrix(pattern, values) @ x
+        (grad_x,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        assert torch.equal(out[1], torch.zeros(33))
+        assert torch.equal(grad_x[2], torch.zeros(33))
+        assert torch.allclose(out, pattern.to_dense(values.detach()) @ x.detach())

@@ -56,3 +56,22 @@ def test_cora_cgp_short_run_reaches_targets_exactly(cora):
 def test_dense_cora_accuracy_floor(cora):
     result, _ = _run(cora, PruneTargets(), epochs=100, hidden=64)
     assert result.test > 0.78
+
+
+def test_gate_lr_zero_freezes_the_gates_and_negative_is_refused(small_csbm):
+    from gnnprune.training import make_optimizer
+
+    torch.manual_seed(0)
+    model = GCN(small_csbm.num_features, 16, small_csbm.num_classes)
+    pruner = CoPruner(model, small_csbm, learn_edge_weights=True, learn_feature_gates=True)
+    before = [g.detach().clone() for g in pruner.gate_parameters()]
+    result = train(model, small_csbm, pruner, CGP(CGPConfig(prune_start=2, prune_end=6, update_every=2),
+                                                   PruneTargets(weights=0.5, edges=0.3, features=0.3)),
+                   TrainConfig(epochs=10, gate_lr=0.0), progress=False)
+    assert result.best_epoch >= 6
+    opt = make_optimizer(model, pruner, TrainConfig(gate_lr=0.0))
+    assert opt.param_groups[-1]["lr"] == 0.0
+    for b, g in zip(before, pruner.gate_parameters()):  # revived gates restart at their (unchanged) initial value
+        assert torch.equal(g.detach(), b)
+    with pytest.raises(ValueError, match="gate_lr"):
+        TrainConfig(gate_lr=-0.1)
