@@ -67,6 +67,23 @@ def _timed(fn, repeats: int) -> list[float]:
     return times
 
 
+def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Time several callables in turn (a, b, a, b, ...), so that all see the same machine.
+
+    On a shared VM the speed drifts by tens of percent within minutes; a ratio of two
+    measurements taken minutes apart inherits that drift, a ratio of interleaved ones does not.
+    """
+    for fn in fns.values():
+        fn()  # warm-up (builds cached patterns)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def _train_step(model, x_fn, graph_fn, loss_fn, optimizer, after=None):
     def step():
         model.train()
@@ -127,18 +144,22 @@ def task_dense_gcn(data, repeats):
 def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
     from gnnprune.copruning import PruneTargets
 
+    _, _, _, _, dense_step = _ours(data, pruning=False)
     model, pruner, opt, loss, step = _ours(data, pruning=True)
-    start_step = _timed(step, repeats)
-    updates = []
+    start = _interleaved({"dense": dense_step, "cgp": step}, repeats)
+    updates, probes = [], []
     final = PruneTargets(*targets)
     for fraction in (0.5, 1.0):  # an intermediate and the final update
         t = PruneTargets(final.weights * fraction, final.edges * fraction, final.features * fraction)
         begin = time.perf_counter()
-        pruner.update(t, 0.1 if fraction < 1 else 0.0, pruner.probe(loss), opt)
+        probe = pruner.probe(loss)
+        probes.append(time.perf_counter() - begin)
+        pruner.update(t, 0.1 if fraction < 1 else 0.0, probe, opt)
         updates.append(time.perf_counter() - begin)
-    final_step = _timed(step, repeats)
-    return {"epoch_s_all_edges": start_step, "epoch_s_final_masks": final_step, "update_s": updates,
-            "targets": list(targets), "kept_edges": pruner.kept_edges()}
+    end = _interleaved({"dense": dense_step, "cgp": step}, repeats)
+    return {"epoch_s_all_edges": start["cgp"], "epoch_s_final_masks": end["cgp"],
+            "dense_epoch_s_beside_all_edges": start["dense"], "dense_epoch_s_beside_final_masks": end["dense"],
+            "update_s": updates, "probe_s": probes, "targets": list(targets), "kept_edges": pruner.kept_edges()}
 
 
 def _model_keeping_edges(data, model_name: str, edge_keep: float):
@@ -165,6 +186,15 @@ def task_inference(data, repeats, model_name: str, edge_keep: float):
         model(pruner.inputs(), pruner.graph())
 
     return {"inference_s": _timed(forward, repeats), "kept_edges": pruner.kept_edges()}
+
+
+def task_inference_paired(data, repeats, model_name: str, keeps=(1.0, 0.2, 0.0)):
+    """Inference with each fraction of kept edges, interleaved in one process (for the ratios)."""
+    forwards = {}
+    for keep in keeps:
+        model, pruner = _model_keeping_edges(data, model_name, keep)
+        forwards[str(keep)] = torch.no_grad()(lambda model=model, pruner=pruner: model(pruner.inputs(), pruner.graph()))
+    return {"inference_s": _interleaved(forwards, repeats)}
 
 
 def task_propagation(data, repeats, edge_keep: float, width: int = 64):
@@ -211,7 +241,9 @@ def _run_task(args) -> dict:
         result = task_dropout(data, args.repeats)
     else:
         model_name, keep = name.split("@")
-        if model_name == "propagation":
+        if keep == "paired":
+            result = task_inference_paired(data, args.repeats, model_name)
+        elif model_name == "propagation":
             result = task_propagation(data, args.repeats, float(keep))
         else:
             result = task_inference(data, args.repeats, model_name, float(keep))
@@ -223,7 +255,7 @@ def _run_task(args) -> dict:
 def _tasks() -> list[str]:
     tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "dropout"]
     for model in INFERENCE_MODELS:
-        tasks += [f"{model}@1.0", f"{model}@0.2", f"{model}@0.0"]
+        tasks += [f"{model}@paired", f"{model}@1.0", f"{model}@0.2", f"{model}@0.0"]
     return tasks + ["propagation@1.0", "propagation@0.2"]
 
 
@@ -275,23 +307,32 @@ def _median(values):
 
 
 def summarize(results: dict, args) -> dict:
+    """Medians and ratios. Ratios of our own measurements come from interleaved timings in one
+    process (``cgp_gcn`` times a dense step beside every CGP step; ``<model>@paired`` times the
+    three edge fractions in turn); the single-variant tasks give peak memory and stand-alone times."""
     def med(task, key):
         entry = results.get(task, {})
         return _median(entry[key]) if key in entry else float("nan")
 
+    def paired(model, keep):
+        return _median(results.get(f"{model}@paired", {}).get("inference_s", {}).get(keep, []))
+
     dense = med("dense_gcn", "epoch_s")
     cgp_step_all = med("cgp_gcn", "epoch_s_all_edges")
     cgp_step_final = med("cgp_gcn", "epoch_s_final_masks")
+    dense_beside_all = med("cgp_gcn", "dense_epoch_s_beside_all_edges")
+    dense_beside_final = med("cgp_gcn", "dense_epoch_s_beside_final_masks")
     update = _median(results.get("cgp_gcn", {}).get("update_s", []))
+    probe = _median(results.get("cgp_gcn", {}).get("probe_s", []))
     every = 10
     ratios = {
         "pyg_over_ours_dense_epoch": med("pyg_gcn", "epoch_s") / dense,
-        "cgp_epoch_all_edges_over_dense": (cgp_step_all + update / every) / dense,
-        "cgp_epoch_final_masks_over_dense": (cgp_step_final + update / every) / dense,
+        "cgp_epoch_all_edges_over_dense": (cgp_step_all + update / every) / dense_beside_all,
+        "cgp_epoch_final_masks_over_dense": (cgp_step_final + update / every) / dense_beside_final,
     }
     for model in INFERENCE_MODELS:
-        ratios[f"{model}_inference_20pct_edges_over_dense"] = med(f"{model}@0.2", "inference_s") / med(f"{model}@1.0", "inference_s")
-        ratios[f"{model}_inference_no_edges_over_dense"] = med(f"{model}@0.0", "inference_s") / med(f"{model}@1.0", "inference_s")
+        ratios[f"{model}_inference_20pct_edges_over_dense"] = paired(model, "0.2") / paired(model, "1.0")
+        ratios[f"{model}_inference_no_edges_over_dense"] = paired(model, "0.0") / paired(model, "1.0")
     ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
     ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
     return {
@@ -304,10 +345,14 @@ def summarize(results: dict, args) -> dict:
         "update_every": every,
         "medians_s": {
             "ours_dense_epoch": dense, "pyg_gcnconv_epoch": med("pyg_gcn", "epoch_s"),
+            "dense_epoch_beside_cgp_all_edges": dense_beside_all, "dense_epoch_beside_cgp_final_masks": dense_beside_final,
             "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
-            **{f"{m}_inference_dense": med(f"{m}@1.0", "inference_s") for m in INFERENCE_MODELS},
-            **{f"{m}_inference_20pct_edges": med(f"{m}@0.2", "inference_s") for m in INFERENCE_MODELS},
-            **{f"{m}_inference_no_edges": med(f"{m}@0.0", "inference_s") for m in INFERENCE_MODELS},
+            "cgp_probe": probe,
+            **{f"{m}_inference_dense": paired(m, "1.0") for m in INFERENCE_MODELS},
+            **{f"{m}_inference_20pct_edges": paired(m, "0.2") for m in INFERENCE_MODELS},
+            **{f"{m}_inference_no_edges": paired(m, "0.0") for m in INFERENCE_MODELS},
+            **{f"{m}_inference_standalone_{keep}": med(f"{m}@{keep}", "inference_s")
+               for m in INFERENCE_MODELS for keep in ("1.0", "0.2", "0.0")},
             "dropout_ours": med("dropout", "ours_s"), "dropout_torch": med("dropout", "torch_s"),
             "propagation_dense": med("propagation@1.0", "propagation_s"),
             "propagation_20pct_edges": med("propagation@0.2", "propagation_s"),
@@ -325,13 +370,17 @@ def markdown(report: dict) -> str:
              "", f"`{report['command']}` — {report['graph']}, {report['threads']} threads, "
              f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}; "
              f"allocator: {', '.join(report.get('allocator', [])) or 'not recorded'}.", "",
+             "Ratios between our own measurements come from timings interleaved in one process (dense and CGP "
+             "steps in turn; inference at 100%, 20% and 0% of the edges in turn); peak RSS from a separate "
+             "process per variant.", "",
              "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]
     rss = report["peak_rss_mb"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines.append(f"| our dense GCN epoch | {fmt(m['ours_dense_epoch'])} | 1 | {fmt(rss.get('dense_gcn'))} |")
     lines.append(f"| PyG default GCNConv epoch | {fmt(m['pyg_gcnconv_epoch'])} | {fmt(r['pyg_over_ours_dense_epoch'])}× ours | {fmt(rss.get('pyg_gcn'))} |")
-    lines.append(f"| CGP epoch, all edges kept (+ update share) | {fmt(m['cgp_step_all_edges'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_all_edges_over_dense'])}× dense | {fmt(rss.get('cgp_gcn'))} |")
-    lines.append(f"| CGP epoch, final masks (+ update share) | {fmt(m['cgp_step_final_masks'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_final_masks_over_dense'])}× dense | |")
+    lines.append(f"| CGP epoch, all edges kept (+ update share) | {fmt(m['cgp_step_all_edges'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_all_edges_over_dense'])}× dense ({fmt(m['dense_epoch_beside_cgp_all_edges'])} s, interleaved) | {fmt(rss.get('cgp_gcn'))} (both models) |")
+    lines.append(f"| CGP epoch, final masks (+ update share) | {fmt(m['cgp_step_final_masks'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_final_masks_over_dense'])}× dense ({fmt(m['dense_epoch_beside_cgp_final_masks'])} s, interleaved) | |")
+    lines.append(f"| of which the probe pass, per update | {fmt(m['cgp_probe'])} | | |")
     for model in INFERENCE_MODELS:
         lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
         lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")

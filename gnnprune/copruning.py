@@ -143,7 +143,7 @@ class CoPruner:
     def edge_weight(self, index: Tensor | None = None) -> Tensor | None:
         if self.edge_logit is None:
             return None
-        logits = self.edge_logit if index is None else self.edge_logit[index]
+        logits = self.edge_logit if index is None else self.edge_logit.index_select(0, index)
         return self.edge_activation(logits)
 
     def graph(self) -> MaskedGraph:

@@ -130,10 +130,10 @@ class EdgeSelection:
         if edge_weight is None and "gcn" in self._unit_cache:
             return self._unit_cache["gcn"]
         pattern, edge_of = self.gcn_pattern
-        w = _entry_weights(edge_weight, edge_of, self.num_kept)
+        w = entry_weights(edge_weight, edge_of, self.num_kept)
         deg = torch.zeros(self.num_nodes, dtype=w.dtype).index_add_(0, pattern.row, w)
         dinv = deg.pow(-0.5)
-        op = SparseMatrix(pattern, dinv[pattern.row] * w * dinv[pattern.col])
+        op = SparseMatrix(pattern, dinv.index_select(0, pattern.row) * w * dinv.index_select(0, pattern.col))
         if edge_weight is None:
             self._unit_cache["gcn"] = op
         return op
@@ -148,20 +148,27 @@ class EdgeSelection:
         if edge_weight is None and "mean" in self._unit_cache:
             return self._unit_cache["mean"]
         pattern, edge_of = self.neighbour_pattern
-        w = _entry_weights(edge_weight, edge_of, self.num_kept)
+        w = entry_weights(edge_weight, edge_of, self.num_kept)
         deg = torch.zeros(self.num_nodes, dtype=w.dtype).index_add_(0, pattern.row, w)
-        op = SparseMatrix(pattern, w / deg.clamp_min(1e-12)[pattern.row])
+        op = SparseMatrix(pattern, w / deg.clamp_min(1e-12).index_select(0, pattern.row))
         if edge_weight is None:
             self._unit_cache["mean"] = op
         return op
 
 
-def _entry_weights(edge_weight: Tensor | None, edge_of: Tensor, num_kept: int) -> Tensor:
+def entry_weights(edge_weight: Tensor | None, edge_of: Tensor, num_kept: int) -> Tensor:
+    """Per stored entry of a pattern, the weight of its undirected edge (self-loops: 1).
+
+    Args:
+        edge_weight: ``[num_kept]`` or ``None`` (all 1).
+        edge_of: ``[nnz]`` kept-edge index of each entry; ``num_kept`` marks a self-loop.
+    """
     if edge_weight is None:
         return torch.ones(edge_of.numel())
     if edge_weight.numel() != num_kept:
         raise ValueError(f"expected one weight per kept edge ({num_kept}), got {edge_weight.numel()}")
-    return torch.cat([edge_weight, edge_weight.new_ones(1)])[edge_of]
+    # index_select, not [edge_of]: its backward is an index_add (2-3x faster than index_put at 2.5M entries)
+    return torch.cat([edge_weight, edge_weight.new_ones(1)]).index_select(0, edge_of)
 
 
 class MaskedGraph:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import MaskedGraph
+from ..graph import MaskedGraph, entry_weights
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, sparse_matmul
 from .base import GraphModel, Linear
@@ -70,20 +70,21 @@ class GATConv(nn.Module):
         row, col = pattern.row, pattern.col  # target, source of each stored entry
         score_dst = (h * self.att_dst).sum(-1)  # [N, heads]
         score_src = (h * self.att_src).sum(-1)
-        e = F.leaky_relu(score_dst[row] + score_src[col], self.negative_slope)  # [nnz, heads]
+        # index_select rather than [row]: its backward is a fast index_add
+        e = F.leaky_relu(score_dst.index_select(0, row) + score_src.index_select(0, col), self.negative_slope)  # [nnz, heads]
         if graph.edge_weight is None:
             w = None
             live = e.detach()
         else:
-            w = torch.cat([graph.edge_weight, graph.edge_weight.new_ones(1)])[edge_of].unsqueeze(1)
+            w = entry_weights(graph.edge_weight, edge_of, graph.selection.num_kept).unsqueeze(1)
             live = e.detach().masked_fill(w.detach() <= 0, -math.inf)
         top = torch.full((n, heads), -math.inf, dtype=e.dtype).scatter_reduce(
             0, row.unsqueeze(1).expand(-1, heads), live, "amax", include_self=True)  # self-loops keep it finite
-        numerator = torch.exp((e - top[row]).clamp_max(_MAX_EXPONENT))
+        numerator = torch.exp((e - top.index_select(0, row)).clamp_max(_MAX_EXPONENT))
         if w is not None:
             numerator = w * numerator
         denominator = torch.zeros(n, heads, dtype=e.dtype).index_add_(0, row, numerator)
-        alpha = numerator / denominator[row]
+        alpha = numerator / denominator.index_select(0, row)
         alpha = dropout(alpha, self.attention_dropout, self.training)
         out = torch.stack([sparse_matmul(pattern, alpha[:, k].contiguous(), h[:, k]) for k in range(heads)], dim=1)
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
