@@ -116,66 +116,88 @@ def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> T
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
-def _spmm(matrix: Tensor, dense: Tensor) -> Tensor:
-    """``matrix @ dense`` for a CSR ``matrix`` and a 2-D ``dense``, written into uninitialised memory.
+def _spmm(matrix: Tensor, dense: Tensor, add: Tensor | None = None, alpha: float = 1.0, beta: float = 1.0) -> Tensor:
+    """``beta * add + alpha * (matrix @ dense)`` for a CSR ``matrix`` and a 2-D ``dense``, in one call.
 
-    ``matrix @ dense`` zero-fills its output before the product; ``addmm`` with ``beta=0``
-    ignores its input (NaN included) and writes every output entry, rows without stored entries
-    too. At ogbn-arxiv size (width 128) that saves 7-14 ms per product, the larger share of the
-    product's cost once few edges are kept (2 threads: 26.2 ms -> 17.7 ms at 20% of the edges).
+    Without ``add`` the product is written into uninitialised memory: ``matrix @ dense``
+    zero-fills its output first, while ``addmm`` with ``beta=0`` ignores its input (NaN included)
+    and writes every output entry, rows without stored entries too. At ogbn-arxiv size (width
+    128) that saves 7-14 ms per product, the larger share of the product's cost once few edges
+    are kept (2 threads: 26.2 ms -> 17.7 ms at 20% of the edges). With ``add`` (broadcastable
+    to the output, e.g. a bias or APPNP's teleport term) the scaling and the sum need no extra
+    passes over ``[N, d]``.
     """
     if dense.dim() != 2:
-        return matrix @ dense
-    out = dense.new_empty(matrix.size(0), dense.size(1))
-    return torch.addmm(out, matrix, dense, beta=0.0, out=out)
+        out = alpha * (matrix @ dense)
+        return out if add is None else out + beta * add
+    if add is None:
+        out = dense.new_empty(matrix.size(0), dense.size(1))
+        return torch.addmm(out, matrix, dense, beta=0.0, alpha=alpha, out=out)
+    return torch.addmm(add, matrix, dense, beta=beta, alpha=alpha)
 
 
-def sampled_matmul(pattern: CSRPattern, left: Tensor, right: Tensor) -> Tensor:
-    """``(left @ right.T)`` at the stored entries of ``pattern``, in pattern order (SDDMM)."""
+def sampled_matmul(pattern: CSRPattern, left: Tensor, right: Tensor, alpha: float = 1.0) -> Tensor:
+    """``alpha * (left @ right.T)`` at the stored entries of ``pattern``, in pattern order (SDDMM)."""
     if pattern.nnz == 0:
         return left.new_zeros(0)
     like = _csr(pattern.crow, pattern.col, left.new_zeros(pattern.nnz), pattern.shape)
-    return torch.sparse.sampled_addmm(like, left.contiguous(), right.t(), beta=0.0).values()
+    return torch.sparse.sampled_addmm(like, left.contiguous(), right.t(), beta=0.0, alpha=alpha).values()
 
 
 class _SparseMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pattern: CSRPattern, values: Tensor, dense: Tensor) -> Tensor:
-        ctx.pattern = pattern
+    def forward(ctx, pattern: CSRPattern, values: Tensor, dense: Tensor, add: Tensor | None,
+                alpha: float, beta: float) -> Tensor:
+        ctx.pattern, ctx.alpha, ctx.beta = pattern, alpha, beta
+        ctx.add_shape = None if add is None else add.shape
         ctx.save_for_backward(values, dense)
-        return _spmm(_csr(pattern.crow, pattern.col, values, pattern.shape), dense)
+        return _spmm(_csr(pattern.crow, pattern.col, values, pattern.shape), dense, add, alpha, beta)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         pattern: CSRPattern = ctx.pattern
         values, dense = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_values = grad_dense = None
+        grad_values = grad_dense = grad_add = None
         if ctx.needs_input_grad[1]:
             d = dense if dense.dim() == 2 else dense.unsqueeze(1)
             g = grad_out if grad_out.dim() == 2 else grad_out.unsqueeze(1)
-            grad_values = sampled_matmul(pattern, g, d)
+            grad_values = sampled_matmul(pattern, g, d, ctx.alpha)
         if ctx.needs_input_grad[2]:
             shape_t = (pattern.shape[1], pattern.shape[0])
             transpose = _csr(pattern.t_crow, pattern.t_col, values[pattern.t_perm], shape_t)
-            grad_dense = _spmm(transpose, grad_out)
-        return None, grad_values, grad_dense
+            grad_dense = _spmm(transpose, grad_out, alpha=ctx.alpha)
+        if ctx.needs_input_grad[3]:
+            grad_add = _sum_to_shape(ctx.beta * grad_out, ctx.add_shape)
+        return None, grad_values, grad_dense, grad_add, None, None
 
 
-def sparse_matmul(pattern: CSRPattern, values: Tensor, dense: Tensor) -> Tensor:
-    """``A @ dense`` where ``A`` has the given pattern and ``values`` (in pattern order).
+def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Reduce ``grad`` over the dimensions a tensor of ``shape`` was broadcast along."""
+    extra = grad.dim() - len(shape)
+    grad = grad.sum(dim=tuple(range(extra))) if extra else grad
+    dims = tuple(i for i, size in enumerate(shape) if size == 1 and grad.size(i) != 1)
+    return grad.sum(dim=dims, keepdim=True) if dims else grad
+
+
+def sparse_matmul(pattern: CSRPattern, values: Tensor, dense: Tensor, add: Tensor | None = None,
+                  alpha: float = 1.0, beta: float = 1.0) -> Tensor:
+    """``beta * add + alpha * (A @ dense)`` where ``A`` has the given pattern and ``values``.
 
     Args:
         pattern: sparsity pattern of ``A`` (``n_rows x n_cols``).
-        values: ``[nnz]`` non-zero values; may require grad.
+        values: ``[nnz]`` non-zero values in pattern order; may require grad.
         dense: ``[n_cols, d]`` dense matrix; may require grad.
+        add: optional tensor broadcastable to ``[n_rows, d]`` (a bias ``[d]``, a residual
+            ``[n_rows, d]``); may require grad. Without it the result is ``alpha * (A @ dense)``.
+        alpha, beta: scales of the product and of ``add``.
 
     Returns:
         ``[n_rows, d]``.
     """
     if values.numel() != pattern.nnz:
         raise ValueError(f"expected {pattern.nnz} values for this pattern, got {values.numel()}")
-    return _SparseMatmul.apply(pattern, values, dense.contiguous())
+    return _SparseMatmul.apply(pattern, values, dense.contiguous(), add, float(alpha), float(beta))
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,9 +218,16 @@ class SparseMatrix:
         return self.pattern.shape
 
     def __matmul__(self, dense: Tensor) -> Tensor:
+        return self.addmm(None, dense)
+
+    def addmm(self, add: Tensor | None, dense: Tensor, *, beta: float = 1.0, alpha: float = 1.0) -> Tensor:
+        """``beta * add + alpha * (self @ dense)`` in one sparse product (as :func:`torch.addmm`).
+
+        Fuses a bias or a residual into the product instead of two more passes over the output.
+        """
         if self.column_scale is not None:
             dense = dense * self.column_scale.view(-1, *([1] * (dense.dim() - 1)))
-        return sparse_matmul(self.pattern, self.values, dense)
+        return sparse_matmul(self.pattern, self.values, dense, add, alpha, beta)
 
     def with_values(self, values: Tensor) -> "SparseMatrix":
         return SparseMatrix(self.pattern, values, self.column_scale)

@@ -59,3 +59,19 @@ def test_rows_and_columns_without_entries_give_exact_zeros_in_reused_memory():
         assert torch.equal(out[1], torch.zeros(33))
         assert torch.equal(grad_x[2], torch.zeros(33))
         assert torch.allclose(out, pattern.to_dense(values.detach()) @ x.detach())
+
+
+def test_addmm_fuses_a_broadcast_or_full_term_with_exact_gradients():
+    pattern, values = _random_sparse()
+    values.requires_grad_(True)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    for add in (torch.randn(3, dtype=torch.float64, requires_grad=True),
+                torch.randn(7, 3, dtype=torch.float64, requires_grad=True)):
+        out = SparseMatrix(pattern, values).addmm(add, x, beta=0.1, alpha=0.9)
+        expected = 0.1 * add + 0.9 * (pattern.to_dense(values) @ x)
+        assert torch.allclose(out, expected)
+        upstream = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (values, x, add), upstream)
+        wanted = torch.autograd.grad(expected, (values, x, add), upstream)
+        for got, want in zip(grads, wanted):
+            assert got.shape == want.shape and torch.allclose(got, want)

@@ -54,7 +54,7 @@ class PPRPropagation(nn.Module):
         h = x
         for _ in range(self.K):
             step_op = dropout(op, self.edge_dropout, self.training)
-            h = (1.0 - self.alpha) * (step_op @ h) + self.alpha * x
+            h = step_op.addmm(x, h, beta=self.alpha, alpha=1.0 - self.alpha)  # one pass: no separate scale and sum
         return h
 
     def extra_repr(self) -> str:

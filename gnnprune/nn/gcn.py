@@ -40,7 +40,7 @@ class GCNConv(nn.Module):
         # (A X) W == A (X W): propagate at the narrower width (dense inputs only).
         if not isinstance(x, SparseMatrix) and self.aggregates_first:
             return self.lin(propagate_first(graph.gcn_operator(), x)) + self.bias
-        return graph.gcn_operator() @ self.lin(x) + self.bias
+        return graph.gcn_operator().addmm(self.bias, self.lin(x))
 
     @property
     def aggregates_first(self) -> bool:

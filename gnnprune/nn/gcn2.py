@@ -48,7 +48,7 @@ class GCN2Conv(nn.Module):
         self.lin.reset_parameters()
 
     def forward(self, x: Tensor, x0: Tensor, graph: MaskedGraph) -> Tensor:
-        h = (1.0 - self.alpha) * (graph.gcn_operator() @ x) + self.alpha * x0
+        h = graph.gcn_operator().addmm(x0, x, beta=self.alpha, alpha=1.0 - self.alpha)
         return (1.0 - self.beta) * h + self.beta * self.lin(h)
 
     def extra_repr(self) -> str:

@@ -42,7 +42,7 @@ class SAGEConv(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
-        return self.lin_root(x) + graph.mean_operator() @ self.lin_neigh(x) + self.bias
+        return graph.mean_operator().addmm(self.lin_root(x) + self.bias, self.lin_neigh(x))
 
 
 def drop_edges(graph: MaskedGraph, p: float) -> MaskedGraph:
