@@ -470,4 +470,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from gnnprune.machine import apply_malloc_mode
+
+    apply_malloc_mode()  # may re-execute this script once with huge pages on ($GNNPRUNE_MALLOC)
     sys.exit(main())

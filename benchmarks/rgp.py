@@ -228,4 +228,7 @@ def write_results(args: argparse.Namespace, command: str, runs: list[dict], tota
 
 
 if __name__ == "__main__":
+    from gnnprune.machine import apply_malloc_mode
+
+    apply_malloc_mode()  # may re-execute this script once with huge pages on ($GNNPRUNE_MALLOC)
     sys.exit(main())

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from gnnprune.machine import load_average, load_note, retain_freed_memory
+from gnnprune.machine import load_average, load_note, malloc_note
 
 QUICK = "synthetic:num_nodes=20000,num_edges=100000,num_features=32,num_classes=5,degree_skew=0.6,num_val=2000,num_test=4000"
 
@@ -174,11 +174,10 @@ def _warm_up() -> None:
 
 
 def _run_task(args) -> int:
-    allocator = retain_freed_memory()
     torch.set_num_threads(args.threads)
     _warm_up()
     out = Path(args.task_out)
-    report: dict = {"size": args.size, "threads": args.threads, "command": args.command, "allocator": allocator,
+    report: dict = {"size": args.size, "threads": args.threads, "command": args.command, "allocator": malloc_note(),
                     "available_gb_at_start": _available_gb(), "load_average_at_start": load_average()}
     _watchdog(args.rss_limit_gb, report, out)
     spec = {"arxiv": "synthetic:arxiv", "products": "synthetic:products", "quick": QUICK}[args.size]
@@ -242,4 +241,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from gnnprune.machine import apply_malloc_mode
+
+    apply_malloc_mode()  # may re-execute this script once with huge pages on ($GNNPRUNE_MALLOC)
     sys.exit(main())

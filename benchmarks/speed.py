@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from gnnprune.machine import load_average, load_note, retain_freed_memory
+from gnnprune.machine import load_average, load_note, malloc_note
 
 ARXIV = dict(num_nodes=169_343, num_edges=1_166_243, num_features=128, num_classes=40)
 QUICK = dict(num_nodes=5_000, num_edges=30_000, num_features=32, num_classes=5)
@@ -227,7 +227,6 @@ def task_dropout(data, repeats, width: int = 256):
 
 
 def _run_task(args) -> dict:
-    allocator = retain_freed_memory()
     torch.set_num_threads(args.threads)
     data = _graph(Path(args.cache), args.quick)
     name = args.task
@@ -248,7 +247,7 @@ def _run_task(args) -> dict:
         else:
             result = task_inference(data, args.repeats, model_name, float(keep))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["allocator"] = allocator
+    result["allocator"] = malloc_note()
     return result
 
 
@@ -398,4 +397,7 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
+    from gnnprune.machine import apply_malloc_mode
+
+    apply_malloc_mode()  # may re-execute this script once with huge pages on ($GNNPRUNE_MALLOC)
     sys.exit(main())

@@ -560,9 +560,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from .machine import retain_freed_memory
-
-    retain_freed_memory()  # process-wide; set $GNNPRUNE_SYSTEM_MALLOC=1 to keep glibc's default
     try:
         if args.command == "prune":
             return _prune(args)
@@ -578,5 +575,18 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def entry() -> int:
+    """The ``gnnprune`` command: set up ``malloc`` ($GNNPRUNE_MALLOC, see
+    :class:`gnnprune.machine.MallocMode`; may re-execute the process once), then :func:`main`."""
+    from .machine import apply_malloc_mode
+
+    try:
+        apply_malloc_mode()
+    except ValueError as exc:
+        print(f"gnnprune: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

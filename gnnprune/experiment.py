@@ -17,6 +17,7 @@ from .checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, c
 from .copruning import CoPruner, PruneTargets, WeightGranularity
 from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
+from .machine import malloc_note
 from .masks import WeightDistribution
 from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
                       fit_ugs)
@@ -202,6 +203,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
         "epochs": result.epochs_run,
         "epoch_time_s": result.train_time_s / result.epochs_run,
         "inference_time_s": inference_time(model, pruner),
+        "malloc": malloc_note(),  # times depend on it (see gnnprune.machine.MallocMode)
         "mask_updates": result.updates,
     }
 

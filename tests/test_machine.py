@@ -1,3 +1,4 @@
+import json
 import os
 import platform
 import subprocess
@@ -5,24 +6,61 @@ import sys
 
 import pytest
 
-from gnnprune.machine import OPT_OUT_VARIABLE, load_note
+from gnnprune import machine
+from gnnprune.machine import HUGEPAGE_TUNABLE, MALLOC_VARIABLE, MallocMode, hugepage_environment, load_note, malloc_mode
+
+SMALL_RUN = ["prune", "--dataset", "synthetic:num_nodes=300,num_classes=3,num_features=16,num_val=60,num_test=100",
+             "--epochs", "3", "--seed", "0", "--no-progress", "--threads", "1"]
 
 
-def _retain_in_subprocess(env_extra: dict[str, str]) -> str:
-    # Process-wide allocator settings: keep them out of the test process.
-    code = "from gnnprune.machine import retain_freed_memory; print(retain_freed_memory())"
-    env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip()
+def test_malloc_mode_defaults_to_hugepages_and_names_the_choices_when_wrong():
+    assert malloc_mode({}) is MallocMode.HUGEPAGES
+    assert malloc_mode({MALLOC_VARIABLE: "retain"}) is MallocMode.RETAIN
+    with pytest.raises(ValueError, match="'bogus' is not one of: hugepages, retain, system"):
+        malloc_mode({MALLOC_VARIABLE: "bogus"})
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_retain_freed_memory_takes_effect_on_glibc():
-    assert _retain_in_subprocess({OPT_OUT_VARIABLE: "0"}) == "glibc malloc: freed memory retained (mmap and trimming off)"
+def test_hugepage_environment_adds_the_tunable_once(monkeypatch):
+    monkeypatch.setattr(machine, "_glibc_at_least", lambda major, minor: True)
+    monkeypatch.setattr(machine, "_transparent_hugepages", lambda: "madvise")
+    assert hugepage_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": HUGEPAGE_TUNABLE}
+    other = "glibc.malloc.arena_max=2"
+    assert hugepage_environment({"GLIBC_TUNABLES": other})["GLIBC_TUNABLES"] == f"{other}:{HUGEPAGE_TUNABLE}"
+    assert hugepage_environment({"GLIBC_TUNABLES": HUGEPAGE_TUNABLE}) is None  # no second re-exec
+    assert hugepage_environment({MALLOC_VARIABLE: "system"}) is None
+    assert hugepage_environment({MALLOC_VARIABLE: "retain"}) is None
+    monkeypatch.setattr(machine, "_transparent_hugepages", lambda: "never")
+    assert hugepage_environment({}) is None
+    monkeypatch.setattr(machine, "_transparent_hugepages", lambda: "always")
+    monkeypatch.setattr(machine, "_glibc_at_least", lambda major, minor: False)
+    assert hugepage_environment({}) is None
 
 
-def test_retain_freed_memory_can_be_refused():
-    assert _retain_in_subprocess({OPT_OUT_VARIABLE: "1"}) == f"system default malloc (${OPT_OUT_VARIABLE}=1)"
+def _cli(tmp_path, mode: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env[MALLOC_VARIABLE] = mode
+    return subprocess.run([sys.executable, "-m", "gnnprune", *SMALL_RUN, "--out", str(tmp_path / mode)],
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("mode", ["system", "retain", "hugepages"])
+def test_the_command_records_the_malloc_it_ran_with(tmp_path, mode):
+    if mode == "hugepages" and hugepage_environment({}) is None:
+        pytest.skip("no glibc >= 2.35 with transparent huge pages here")
+    proc = _cli(tmp_path, mode)
+    assert proc.returncode == 0, proc.stderr
+    note = json.loads((tmp_path / mode / "seed-0" / "metrics.json").read_text())["malloc"]
+    expected = {"system": "system default malloc", "retain": "glibc malloc, freed memory retained",
+                "hugepages": f"glibc malloc, transparent huge pages ({HUGEPAGE_TUNABLE}"}[mode]
+    assert note.startswith(expected)
+
+
+def test_the_command_refuses_an_unknown_malloc_mode(tmp_path):
+    proc = _cli(tmp_path, "bogus")
+    assert proc.returncode == 2
+    assert "GNNPRUNE_MALLOC='bogus' is not one of: hugepages, retain, system" in proc.stderr
+    assert not (tmp_path / "bogus").exists()
 
 
 def test_load_note_names_the_load_and_cores_or_nothing():
