@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results/speed"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small graph (smoke test)")
     parser.add_argument("--cache", type=Path, help="graph cache file (default: data/cache/bench/<size>.pt)")
     parser.add_argument("--tasks", help=f"comma-separated subset of: {', '.join(_tasks())} (default: all)")
@@ -316,6 +316,15 @@ def summarize(results: dict, args) -> dict:
     def paired(model, keep):
         return _median(results.get(f"{model}@paired", {}).get("inference_s", {}).get(keep, []))
 
+    def paired_ratio(numerators, denominators):
+        """Median over rounds of (this round's numerator / this round's denominator): immune to
+        drift slower than one round, which the ratio of two medians is not."""
+        return _median([a / b for a, b in zip(numerators, denominators)])
+
+    def inference_ratio(model, keep):
+        times = results.get(f"{model}@paired", {}).get("inference_s", {})
+        return paired_ratio(times.get(keep, []), times.get("1.0", []))
+
     dense = med("dense_gcn", "epoch_s")
     cgp_step_all = med("cgp_gcn", "epoch_s_all_edges")
     cgp_step_final = med("cgp_gcn", "epoch_s_final_masks")
@@ -324,14 +333,19 @@ def summarize(results: dict, args) -> dict:
     update = _median(results.get("cgp_gcn", {}).get("update_s", []))
     probe = _median(results.get("cgp_gcn", {}).get("probe_s", []))
     every = 10
+    cgp = results.get("cgp_gcn", {})
     ratios = {
         "pyg_over_ours_dense_epoch": med("pyg_gcn", "epoch_s") / dense,
-        "cgp_epoch_all_edges_over_dense": (cgp_step_all + update / every) / dense_beside_all,
-        "cgp_epoch_final_masks_over_dense": (cgp_step_final + update / every) / dense_beside_final,
+        "cgp_epoch_all_edges_over_dense": paired_ratio(cgp.get("epoch_s_all_edges", []),
+                                                       cgp.get("dense_epoch_s_beside_all_edges", []))
+        + update / every / dense_beside_all,
+        "cgp_epoch_final_masks_over_dense": paired_ratio(cgp.get("epoch_s_final_masks", []),
+                                                         cgp.get("dense_epoch_s_beside_final_masks", []))
+        + update / every / dense_beside_final,
     }
     for model in INFERENCE_MODELS:
-        ratios[f"{model}_inference_20pct_edges_over_dense"] = paired(model, "0.2") / paired(model, "1.0")
-        ratios[f"{model}_inference_no_edges_over_dense"] = paired(model, "0.0") / paired(model, "1.0")
+        ratios[f"{model}_inference_20pct_edges_over_dense"] = inference_ratio(model, "0.2")
+        ratios[f"{model}_inference_no_edges_over_dense"] = inference_ratio(model, "0.0")
     ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
     ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
     return {
@@ -370,8 +384,11 @@ def markdown(report: dict) -> str:
              f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}; "
              f"allocator: {', '.join(report.get('allocator', [])) or 'not recorded'}.", "",
              "Ratios between our own measurements come from timings interleaved in one process (dense and CGP "
-             "steps in turn; inference at 100%, 20% and 0% of the edges in turn); peak RSS from a separate "
-             "process per variant.", "",
+             "steps in turn; inference at 100%, 20% and 0% of the edges in turn): the median over rounds of "
+             "each round's ratio, so that drift of the machine's speed between rounds cancels (the seconds "
+             "shown are medians and need not divide to the ratio). The CGP rows add the mask-update share "
+             "(update seconds / update interval / the dense median). Peak RSS from a separate process per "
+             "variant.", "",
              "| measurement | seconds | ratio | peak RSS (MB) |", "|---|---|---|---|"]
     rss = report["peak_rss_mb"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
