@@ -13,9 +13,12 @@ edges, 128 features, 40 classes), with a fixed number of CPU threads:
 * dropout (forward + backward) on a ``[N, 256]`` activation: ours vs ``F.dropout``;
 * peak resident memory of each measurement (each runs in a fresh subprocess).
 
-Every figure is a median over repeats; all ratios come from one invocation.
+Every figure is a median over repeats; all ratios come from one invocation, and ratios between
+our own measurements from timings interleaved in one process (see :func:`summarize`). The
+script sets ``malloc`` up by ``$GNNPRUNE_MALLOC`` (see :class:`gnnprune.machine.MallocMode`) and
+records it. ``--tasks`` runs a subset.
 
-    python -m benchmarks.speed --out results/speed            # full run (~15 min on 2 cores)
+    python -m benchmarks.speed --out results/speed            # full run (~7 min on 2 cores)
     python -m benchmarks.speed --out /tmp/speed --quick       # small graph, smoke test
 """
 from __future__ import annotations
