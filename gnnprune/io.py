@@ -1,9 +1,11 @@
 """Atomic outputs and run folders: a crash never leaves a half-written file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,27 @@ def check_new_folder(path: str | os.PathLike) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise OutputExistsError(f"output folder {path} already exists and is not empty; choose another --out")
     return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) across processes.
+
+    For first-time preparation of a shared cache: two runs started together must not both copy
+    raw files or process a data set while the other reads the half-written result (seen as an
+    ``EOFError`` from PyG's processed file). POSIX ``flock`` on ``<folder>/.lock``; where
+    ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

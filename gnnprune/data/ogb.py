@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..graph import EdgeSet
 from .graph_data import GraphData
+from ..io import folder_lock
 from .paths import DataNotFoundError, cache_dir, find
 
 OGB_NODE_DATASETS = ("ogbn-arxiv", "ogbn-proteins", "ogbn-products")
@@ -214,12 +215,13 @@ def load_ogb(name: str, data_root=None, download: bool = False) -> GraphData:
             raise DataNotFoundError(f"{exc}; OGB data sets download with --download where there is a network") from None
         from ogb.nodeproppred import PygNodePropPredDataset
 
-        with torch.serialization.safe_globals(_pyg_safe_globals()):
+        with folder_lock(work.parent), torch.serialization.safe_globals(_pyg_safe_globals()):
             dataset = PygNodePropPredDataset(name, root=str(work.parent))
         return graph_data_from_ogb(dataset, name, {"source": str(work.resolve())})
-    if source.resolve() != work.resolve():
-        _link_raw(source, work, meta["version"])
-    dataset = open_ogb_folder(name, {**meta, "dir_path": str(work)})
+    with folder_lock(work.parent):  # concurrent first runs: one links and processes
+        if source.resolve() != work.resolve():
+            _link_raw(source, work, meta["version"])
+        dataset = open_ogb_folder(name, {**meta, "dir_path": str(work)})
     return graph_data_from_ogb(dataset, name, {"source": str(source.resolve())})
 
 

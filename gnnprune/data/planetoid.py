@@ -5,6 +5,7 @@ import shutil
 import warnings
 
 from ..graph import EdgeSet
+from ..io import folder_lock
 from .graph_data import GraphData
 from .paths import DataNotFoundError, cache_dir, find
 
@@ -31,11 +32,11 @@ def load_planetoid(name: str, data_root=None, download: bool = False) -> GraphDa
         if not download:
             raise DataNotFoundError(f"{exc}; pass --download to fetch it where there is a network") from None
         raw = target
-    if not (target / probe).exists() and raw != target:
-        target.mkdir(parents=True, exist_ok=True)
-        for file in raw.iterdir():
-            shutil.copy2(file, target / file.name)
-    with warnings.catch_warnings():
+    with folder_lock(root), warnings.catch_warnings():  # concurrent first runs: one copies and processes
+        if not (target / probe).exists() and raw != target:
+            target.mkdir(parents=True, exist_ok=True)
+            for file in raw.iterdir():
+                shutil.copy2(file, target / file.name)
         warnings.simplefilter("ignore")
         from torch_geometric.datasets import Planetoid
 

@@ -43,3 +43,36 @@ def test_data_root_order(monkeypatch, tmp_path):
     assert find("Planetoid/Cora/raw", "probe", tmp_path / "arg") == found
     with pytest.raises(DataNotFoundError, match="tried"):
         find("Planetoid/Nope/raw", "probe", tmp_path / "arg")
+
+
+def test_folder_lock_excludes_other_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from gnnprune.io import folder_lock
+
+    probe = ("import fcntl, sys; h = open(sys.argv[1], 'a')\n"
+             "try:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+    lock_file = str(tmp_path / "cache" / ".lock")
+    with folder_lock(tmp_path / "cache"):
+        inside = subprocess.run([sys.executable, "-c", probe, lock_file], capture_output=True, text=True).stdout
+    after = subprocess.run([sys.executable, "-c", probe, lock_file], capture_output=True, text=True).stdout
+    assert (inside.strip(), after.strip()) == ("held", "free")
+
+
+def test_concurrent_first_loads_into_a_fresh_cache_all_succeed(tmp_path, cora):
+    # Three processes prepare the same empty cache at once (copy raw files, PyG processing);
+    # before the lock one of them could read the other's half-written file (EOFError).
+    import os
+    import subprocess
+    import sys
+
+    code = ("from gnnprune.data import load_dataset; d = load_dataset('cora'); "
+            "print(d.num_nodes, d.edges.num_edges, float(d.x.sum()))")
+    env = {**os.environ, "GNNPRUNE_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {f"2708 5278 {float(cora.x.sum())}"}
