@@ -149,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
-    g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution], default="uniform",
+    g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
                    help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
-                        "denser, same total)")
+                        "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
+                        "ugs: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
     g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
@@ -242,7 +243,8 @@ def _config_from_args(args: argparse.Namespace):
             method=method,
             targets=targets,
             weight_granularity=WeightGranularity(args.weight_structure),
-            weight_distribution=WeightDistribution(args.weight_distribution),
+            weight_distribution=WeightDistribution(args.weight_distribution) if args.weight_distribution
+            else (WeightDistribution.UNIFORM if method == "ugs" else spec.weight_distribution),
             cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
                           regrow_fraction=args.regrow_fraction),
             oneshot=OneShotConfig(args.finetune_epochs),

@@ -404,3 +404,16 @@ def test_bad_input(case, tmp_path, prepared_runs, capsys):
     assert lines[0].startswith("gnnprune")
     assert _snapshot(tmp_path) == before
     assert not (tmp_path / "out").exists() and not (REPO / "pwned").exists()
+
+
+@pytest.mark.parametrize("model, extra, expected", [
+    ("gat", [], "erk"), ("appnp", [], "erk"), ("gcn", [], "uniform"), ("gcn2", [], "uniform"),
+    ("gat", ["--weight-distribution", "uniform"], "uniform"),  # an explicit choice wins
+    ("gat", ["--method", "ugs"], "uniform"),  # UGS is uniform only
+])
+def test_weight_distribution_defaults_to_the_models(model, extra, expected):
+    from gnnprune.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["prune", "--dataset", "cora", "--model", model, "--out", "unused",
+                                      "--weight-sparsity", "0.5", *extra])
+    assert _config_from_args(args).weight_distribution.value == expected
