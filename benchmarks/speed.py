@@ -165,6 +165,41 @@ def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
             "update_s": updates, "probe_s": probes, "targets": list(targets), "kept_edges": pruner.kept_edges()}
 
 
+def task_cgp_run(data, epochs: int, targets=(0.8, 0.3, 0.3)):
+    """A whole CGP run with the command's default schedule, in lockstep with a dense run.
+
+    Epoch by epoch: one dense step, then the CGP method's own epoch hook (probe + mask update at
+    its update epochs: ``prune_start = epochs // 20``, every 10 epochs, ``prune_end = 3 * epochs
+    // 4``) and one CGP step. Alternating keeps both runs on the same machine state, so the ratio
+    of the two totals is the cost of CGP over a real run: all edges at first, the cubic schedule,
+    the final masks, every update. Evaluation is left out of both.
+    """
+    from types import SimpleNamespace
+
+    from gnnprune.copruning import PruneTargets
+    from gnnprune.methods import CGP, CGPConfig
+
+    _, _, _, _, dense_step = _ours(data, pruning=False)
+    model, pruner, opt, loss, step = _ours(data, pruning=True)
+    method = CGP(CGPConfig(prune_start=epochs // 20, prune_end=3 * epochs // 4, update_every=10),
+                 PruneTargets(*targets))
+    run = SimpleNamespace(pruner=pruner, train_loss=loss, optimizer=opt, log=[])
+    dense_s, cgp_s, update_s = [], [], []
+    for epoch in range(epochs):
+        begin = time.perf_counter()
+        dense_step()
+        dense_s.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        method.on_epoch_start(run, epoch)
+        middle = time.perf_counter()
+        step()
+        cgp_s.append(time.perf_counter() - begin)
+        update_s.append(middle - begin)
+    return {"epochs": epochs, "dense_epoch_s": dense_s, "cgp_epoch_s": cgp_s, "cgp_update_s": update_s,
+            "mask_updates": len(run.log), "final_sparsity": pruner.sparsity_report()["edges"],
+            "kept_edges": pruner.kept_edges()}
+
+
 def _model_keeping_edges(data, model_name: str, edge_keep: float):
     """A fresh ``model_name`` in eval mode and a pruner keeping a seeded random ``edge_keep`` of the edges."""
     from gnnprune.copruning import CoPruner
@@ -239,6 +274,8 @@ def _run_task(args) -> dict:
         result = task_dense_gcn(data, args.repeats)
     elif name == "cgp_gcn":
         result = task_cgp_gcn(data, args.repeats)
+    elif name == "cgp_run":
+        result = task_cgp_run(data, args.run_epochs)
     elif name == "dropout":
         result = task_dropout(data, args.repeats)
     else:
@@ -255,7 +292,7 @@ def _run_task(args) -> dict:
 
 
 def _tasks() -> list[str]:
-    tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "dropout"]
+    tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "cgp_run", "dropout"]
     for model in INFERENCE_MODELS:
         tasks += [f"{model}@paired", f"{model}@1.0", f"{model}@0.2", f"{model}@0.0"]
     return tasks + ["propagation@1.0", "propagation@0.2"]
@@ -267,6 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small graph (smoke test)")
+    parser.add_argument("--run-epochs", type=int, default=200,
+                        help="epochs of the lockstep dense / CGP run (task cgp_run; default 200, as the command)")
     parser.add_argument("--cache", type=Path, help="graph cache file (default: data/cache/bench/<size>.pt)")
     parser.add_argument("--tasks", help=f"comma-separated subset of: {', '.join(_tasks())} (default: all)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
@@ -288,8 +327,9 @@ def main(argv=None) -> int:
     _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
     results = {}
     for task in tqdm(tasks, desc="speed"):
-        cmd = [sys.executable, "-m", "benchmarks.speed", "--task", task, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--cache", str(args.cache)] + (["--quick"] if args.quick else [])
+        cmd = ([sys.executable, "-m", "benchmarks.speed", "--task", task, "--threads", str(args.threads),
+                "--repeats", str(args.repeats), "--cache", str(args.cache), "--run-epochs", str(args.run_epochs)]
+               + (["--quick"] if args.quick else []))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             results[task] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -346,6 +386,9 @@ def summarize(results: dict, args) -> dict:
                                                          cgp.get("dense_epoch_s_beside_final_masks", []))
         + update / every / dense_beside_final,
     }
+    whole = results.get("cgp_run", {})
+    ratios["cgp_run_over_dense_run"] = sum(whole.get("cgp_epoch_s", [])) / sum(whole.get("dense_epoch_s", [])) \
+        if whole.get("dense_epoch_s") else float("nan")
     for model in INFERENCE_MODELS:
         ratios[f"{model}_inference_20pct_edges_over_dense"] = inference_ratio(model, "0.2")
         ratios[f"{model}_inference_no_edges_over_dense"] = inference_ratio(model, "0.0")
@@ -364,6 +407,8 @@ def summarize(results: dict, args) -> dict:
             "dense_epoch_beside_cgp_all_edges": dense_beside_all, "dense_epoch_beside_cgp_final_masks": dense_beside_final,
             "cgp_step_all_edges": cgp_step_all, "cgp_step_final_masks": cgp_step_final, "cgp_update": update,
             "cgp_probe": probe,
+            "cgp_run_total": sum(whole.get("cgp_epoch_s", [])), "dense_run_total": sum(whole.get("dense_epoch_s", [])),
+            "cgp_run_updates_total": sum(whole.get("cgp_update_s", [])),
             **{f"{m}_inference_dense": paired(m, "1.0") for m in INFERENCE_MODELS},
             **{f"{m}_inference_20pct_edges": paired(m, "0.2") for m in INFERENCE_MODELS},
             **{f"{m}_inference_no_edges": paired(m, "0.0") for m in INFERENCE_MODELS},
@@ -400,6 +445,11 @@ def markdown(report: dict) -> str:
     lines.append(f"| CGP epoch, all edges kept (+ update share) | {fmt(m['cgp_step_all_edges'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_all_edges_over_dense'])}× dense ({fmt(m['dense_epoch_beside_cgp_all_edges'])} s, interleaved) | {fmt(rss.get('cgp_gcn'))} (both models) |")
     lines.append(f"| CGP epoch, final masks (+ update share) | {fmt(m['cgp_step_final_masks'])} + {fmt(m['cgp_update'])}/{report['update_every']} | {fmt(r['cgp_epoch_final_masks_over_dense'])}× dense ({fmt(m['dense_epoch_beside_cgp_final_masks'])} s, interleaved) | |")
     lines.append(f"| of which the probe pass, per update | {fmt(m['cgp_probe'])} | | |")
+    if "cgp_run" in report["raw"]:
+        whole = report["raw"]["cgp_run"]
+        lines.append(f"| whole CGP run, {whole.get('epochs')} epochs, {whole.get('mask_updates')} mask updates (in lockstep "
+                     f"with a dense run of {fmt(m['dense_run_total'])} s) | {fmt(m['cgp_run_total'])} (updates "
+                     f"{fmt(m['cgp_run_updates_total'])}) | {fmt(r['cgp_run_over_dense_run'])}× dense run | {fmt(rss.get('cgp_run'))} (both models) |")
     for model in INFERENCE_MODELS:
         lines.append(f"| {model} inference, dense | {fmt(m[f'{model}_inference_dense'])} | 1 | {fmt(rss.get(f'{model}@1.0'))} |")
         lines.append(f"| {model} inference, 20% edges | {fmt(m[f'{model}_inference_20pct_edges'])} | {fmt(r[f'{model}_inference_20pct_edges_over_dense'])}× dense | {fmt(rss.get(f'{model}@0.2'))} |")
