@@ -168,16 +168,8 @@ class _SparseMatmul(torch.autograd.Function):
             transpose = _csr(pattern.t_crow, pattern.t_col, values[pattern.t_perm], shape_t)
             grad_dense = _spmm(transpose, grad_out, alpha=ctx.alpha)
         if ctx.needs_input_grad[3]:
-            grad_add = _sum_to_shape(ctx.beta * grad_out, ctx.add_shape)
+            grad_add = (ctx.beta * grad_out).sum_to_size(ctx.add_shape)  # undo add's broadcast
         return None, grad_values, grad_dense, grad_add, None, None
-
-
-def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
-    """Reduce ``grad`` over the dimensions a tensor of ``shape`` was broadcast along."""
-    extra = grad.dim() - len(shape)
-    grad = grad.sum(dim=tuple(range(extra))) if extra else grad
-    dims = tuple(i for i, size in enumerate(shape) if size == 1 and grad.size(i) != 1)
-    return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
 def sparse_matmul(pattern: CSRPattern, values: Tensor, dense: Tensor, add: Tensor | None = None,
