@@ -77,6 +77,6 @@ class FeatureSelection:
         """:meth:`gated` restricted to the rows ``nodes`` (``[len(nodes), F]``), for mini-batches."""
         if not self.features.sparse:
             return self._dense(self._values[nodes], gate)
-        local_row, entries = row_entries(self._pattern.crow, nodes)
+        local_row, entries, _ = row_entries(self._pattern.crow, nodes)
         pattern, order = CSRPattern.from_coo(local_row, self._pattern.col[entries], (nodes.numel(), self.features.shape[1]))
         return SparseMatrix(pattern, self._base[entries][order], gate)

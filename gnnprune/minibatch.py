@@ -178,8 +178,7 @@ def _pool_adjacency(edge_set: EdgeSet, edge_pool: Tensor) -> _Adjacency:
 def _sample_neighbours(adjacency: _Adjacency, frontier: Tensor, fanout: int,
                        generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Up to ``fanout`` random pool entries of every frontier node: ``(neighbour nodes, edge ids)``."""
-    owner, entry = row_entries(adjacency.crow, frontier)
-    position = entry - adjacency.crow[frontier][owner]
+    owner, entry, position = row_entries(adjacency.crow, frontier)
     # shuffle within each owner's group (groups stay contiguous and in order), keep the first `fanout`
     order = torch.argsort(owner.double() + torch.rand(owner.numel(), generator=generator, dtype=torch.float64))
     chosen = entry[order[position < fanout]]

@@ -98,18 +98,19 @@ def row_pointers(rows: Tensor, n_rows: int) -> Tensor:
     return crow
 
 
-def row_entries(crow: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+def row_entries(crow: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The stored entries of some rows of a CSR matrix, row after row.
 
     Returns:
-        ``(owner, entries)``: ``entries`` are stored-entry indices, ``owner[k]`` the position in
-        ``rows`` of the row that entry ``k`` belongs to.
+        ``(owner, entries, offset)``: ``entries`` are stored-entry indices, ``owner[k]`` the
+        position in ``rows`` of the row that entry ``k`` belongs to and ``offset[k]`` its place
+        within that row (0, 1, ...).
     """
     start = crow[rows]
     count = crow[rows + 1] - start
     owner = torch.repeat_interleave(torch.arange(rows.numel(), device=crow.device), count)
     offset = torch.arange(owner.numel(), device=crow.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-    return owner, start[owner] + offset
+    return owner, start[owner] + offset, offset
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
