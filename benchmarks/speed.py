@@ -61,13 +61,7 @@ def _graph(cache: Path, quick: bool):
 
 
 def _timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (builds cached patterns)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return _interleaved({"fn": fn}, repeats)["fn"]
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
@@ -356,8 +350,11 @@ def summarize(results: dict, args) -> dict:
         entry = results.get(task, {})
         return _median(entry[key]) if key in entry else float("nan")
 
+    def paired_times(model):
+        return results.get(f"{model}@paired", {}).get("inference_s", {})
+
     def paired(model, keep):
-        return _median(results.get(f"{model}@paired", {}).get("inference_s", {}).get(keep, []))
+        return _median(paired_times(model).get(keep, []))
 
     def paired_ratio(numerators, denominators):
         """Median over rounds of (this round's numerator / this round's denominator): immune to
@@ -365,7 +362,7 @@ def summarize(results: dict, args) -> dict:
         return _median([a / b for a, b in zip(numerators, denominators)])
 
     def inference_ratio(model, keep):
-        times = results.get(f"{model}@paired", {}).get("inference_s", {})
+        times = paired_times(model)
         return paired_ratio(times.get(keep, []), times.get("1.0", []))
 
     dense = med("dense_gcn", "epoch_s")
@@ -373,10 +370,10 @@ def summarize(results: dict, args) -> dict:
     cgp_step_final = med("cgp_gcn", "epoch_s_final_masks")
     dense_beside_all = med("cgp_gcn", "dense_epoch_s_beside_all_edges")
     dense_beside_final = med("cgp_gcn", "dense_epoch_s_beside_final_masks")
-    update = _median(results.get("cgp_gcn", {}).get("update_s", []))
-    probe = _median(results.get("cgp_gcn", {}).get("probe_s", []))
-    every = 10
     cgp = results.get("cgp_gcn", {})
+    update = _median(cgp.get("update_s", []))
+    probe = _median(cgp.get("probe_s", []))
+    every = 10
     ratios = {
         "pyg_over_ours_dense_epoch": med("pyg_gcn", "epoch_s") / dense,
         "cgp_epoch_all_edges_over_dense": paired_ratio(cgp.get("epoch_s_all_edges", []),
