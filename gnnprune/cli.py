@@ -91,7 +91,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .copruning import WeightGranularity
+    from .copruning import EdgeRanking, FeatureScore, WeightGranularity
     from .masks import WeightDistribution
     from .data import DATASETS
     from .methods import METHODS
@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--update-every", type=_positive_int, default=10, help="epochs between mask updates")
     g.add_argument("--regrow-fraction", type=float, default=0.3,
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
+    g.add_argument("--edge-ranking", choices=[r.value for r in EdgeRanking], default="local",
+                   help="cgp: prune each node's weakest edges (local: an edge's score ranked among its "
+                        "endpoints' edges) or the graph's weakest (global)")
+    g.add_argument("--feature-score", choices=[f.value for f in FeatureScore], default="contribution",
+                   help="cgp: score feature columns by |gate| x ||weight row|| x the column's L1 mass over all "
+                        "nodes (contribution) or without that mass (magnitude)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
                    help="prune single weights or whole output units of each layer")
     g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
@@ -210,7 +216,7 @@ def _fanouts(text: str) -> tuple[int, ...]:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .copruning import PruneTargets, WeightGranularity
+    from .copruning import EdgeRanking, FeatureScore, PruneTargets, WeightGranularity
     from .masks import WeightDistribution
     from .data import check_dataset_name
     from .experiment import ExperimentConfig, ModelConfig
@@ -246,7 +252,8 @@ def _config_from_args(args: argparse.Namespace):
             weight_distribution=WeightDistribution(args.weight_distribution) if args.weight_distribution
             else (WeightDistribution.UNIFORM if method == "ugs" else spec.weight_distribution),
             cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
-                          regrow_fraction=args.regrow_fraction),
+                          regrow_fraction=args.regrow_fraction, edge_ranking=EdgeRanking(args.edge_ranking),
+                          feature_score=FeatureScore(args.feature_score)),
             oneshot=OneShotConfig(args.finetune_epochs),
             ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,
                           args.ugs_l1, args.ugs_l1, args.ugs_l1),

@@ -20,7 +20,7 @@ from .features import NodeFeatures
 from .graph import MaskedGraph
 from .masks import MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_per_tensor, prune_and_regrow
 from .nn import GraphModel
-from .scoring import SiteView, descent, gradient_magnitude, magnitude
+from .scoring import SiteView, descent, endpoint_rank, gradient_magnitude, magnitude
 
 EDGES = "edges"
 FEATURES = "features"
@@ -51,6 +51,20 @@ class WeightGranularity(str, enum.Enum):
 
     ELEMENT = "element"  # one weight
     OUTPUT = "output"    # one output unit: a column of an ``[in, out]`` weight
+
+
+class EdgeRanking(str, enum.Enum):
+    """Which live edges an update compares when it decides what to prune."""
+
+    GLOBAL = "global"  # all live edges by their score: the graph's weakest go first
+    LOCAL = "local"    # by the score's percentile at both endpoints (:func:`~gnnprune.scoring.endpoint_rank`)
+
+
+class FeatureScore(str, enum.Enum):
+    """How live feature columns are scored when pruning."""
+
+    MAGNITUDE = "magnitude"        # |gate| * ||weight row|| (:meth:`CoPruner.feature_magnitude`)
+    CONTRIBUTION = "contribution"  # that times the column's L1 mass (:meth:`CoPruner.feature_contribution`)
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class CoPruner:
         self.feature_gate = nn.Parameter(torch.ones(self.node_features.num_features)) if learn_feature_gates else None
         self._all_edges = self.edge_set.select()
         self._all_features = self.node_features.select()
+        self._column_l1: Tensor | None = None
         self.refresh()
 
     # masks -> computation -------------------------------------------------------------------
@@ -237,11 +252,13 @@ class CoPruner:
 
     def update(self, sparsity: PruneTargets, regrow_fraction: float = 0.0, probe: ProbeResult | None = None,
                optimizer: torch.optim.Optimizer | None = None,
-               prune_scores: Mapping[str, Tensor] | None = None) -> dict[str, dict[str, int]]:
+               prune_scores: Mapping[str, Tensor] | None = None,
+               edge_ranking: EdgeRanking = EdgeRanking.GLOBAL,
+               feature_score: FeatureScore = FeatureScore.MAGNITUDE) -> dict[str, dict[str, int]]:
         """Prune every part to ``sparsity`` and swap ``regrow_fraction`` of it (see :func:`prune_and_regrow`).
 
         Order: features, edges, weights (input weights depend on the kept features).
-        Default scores: live features by ``|gate| * ||weight row||``, dead ones by
+        Default scores: live features by ``|gate| * ||weight row||`` (``feature_score``), dead ones by
         ``probe.feature_grad``; live edges by their effective weight ``sigmoid(logit)`` (by
         ``|grad|`` when not learned), dead ones by the descent score ``-d loss / d weight``;
         live weights by magnitude, dead ones by gradient magnitude (RigL). Revived gates restart
@@ -255,6 +272,9 @@ class CoPruner:
             prune_scores: optional per-site importance of live entries (site name -> tensor shaped
                 like the site's mask; low is pruned first), replacing the default for that site.
                 Weight rows of pruned features are always pruned first.
+            edge_ranking: compare live edge scores over the whole graph, or per endpoint
+                (:class:`EdgeRanking`; applies to ``prune_scores[EDGES]`` too).
+            feature_score: the default score of live feature columns (:class:`FeatureScore`).
 
         Returns:
             per site: how many entries were pruned, swapped out and grown.
@@ -263,10 +283,14 @@ class CoPruner:
             raise ValueError("regrowth needs a probe (gradients of the dead entries)")
         scores = dict(prune_scores or {})
         report: dict[str, dict[str, int]] = {}
+        feature_scores = scores.get(FEATURES)
+        if feature_scores is None:
+            feature_scores = (self.feature_contribution() if FeatureScore(feature_score) is FeatureScore.CONTRIBUTION
+                              else self.feature_magnitude())
         report[FEATURES] = self._update_features(sparsity.features, regrow_fraction, probe, optimizer,
-                                                 scores.get(FEATURES)).as_dict()
+                                                 feature_scores).as_dict()
         report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer,
-                                           scores.get(EDGES)).as_dict()
+                                           scores.get(EDGES), EdgeRanking(edge_ranking)).as_dict()
         feature_rows = self.engine.mask(FEATURES)
         weight_sparsity = self.weight_sparsities(sparsity.weights)
         for name, param in self.weights.items():
@@ -303,14 +327,32 @@ class CoPruner:
             return tensor.detach()
         return tensor.detach().abs().reshape(-1, tensor.shape[-1]).sum(0)  # L1 per output unit
 
+    def feature_magnitude(self) -> Tensor:
+        """``[F]``: :math:`|g_f| \\, \\|W_{f,:}\\|` summed over the weights that read features."""
+        row_norm = torch.zeros(self.node_features.num_features)
+        for name in self.model.input_weight_names:
+            w = self.weights[name].detach()
+            row_norm += w.reshape(w.size(0), -1).norm(dim=1)
+        return row_norm if self.feature_gate is None else self.feature_gate.detach().abs() * row_norm
+
+    def feature_contribution(self) -> Tensor:
+        """``[F]``: how much each feature column puts into the first layer, over all nodes.
+
+        .. math::
+            c_f = \\sum_i \\big\\| x_{if}\\, g_f\\, W_{f,:} \\big\\|
+                = \\|x_{:,f}\\|_1 \\, |g_f| \\, \\|W_{f,:}\\|
+
+        :meth:`feature_magnitude` weighted by the column's mass: a feature that few nodes have
+        contributes little whatever its weights, and a frequent one with a modest weight row
+        moves many nodes (the feature-column analogue of Wanda's ``|W| * ||X||``). The weights
+        are fitted to the labelled nodes, so their magnitudes alone undervalue features that
+        are frequent elsewhere in the graph.
+        """
+        if self._column_l1 is None:
+            self._column_l1 = self.node_features.column_l1()
+        return self._column_l1 * self.feature_magnitude()
+
     def _update_features(self, sparsity, regrow_fraction, probe, optimizer, live_scores) -> SiteUpdate:
-        if live_scores is None:
-            row_norm = torch.zeros(self.node_features.num_features)
-            for name in self.model.input_weight_names:
-                w = self.weights[name].detach()
-                row_norm += w.reshape(w.size(0), -1).norm(dim=1)
-            gate = torch.ones_like(row_norm) if self.feature_gate is None else self.feature_gate.detach().abs()
-            live_scores = gate * row_norm
         mask = self.engine.mask(FEATURES)
         grow_scores = _no_scores(mask) if probe is None else probe.feature_grad
         update = prune_and_regrow(self.engine, FEATURES, sparsity, regrow_fraction, live_scores, grow_scores)
@@ -319,7 +361,8 @@ class CoPruner:
                 self._reset_entries(self.feature_gate, self._revived(FEATURES, update.grown, self.feature_gate), 1.0, optimizer)
         return update
 
-    def _update_edges(self, sparsity, regrow_fraction, probe, optimizer, live_scores) -> SiteUpdate:
+    def _update_edges(self, sparsity, regrow_fraction, probe, optimizer, live_scores,
+                      ranking: EdgeRanking) -> SiteUpdate:
         mask = self.engine.mask(EDGES)
         values = self.edge_weight() if self.edge_logit is not None else torch.ones(self.edge_set.num_edges)
         view = SiteView(mask=mask, values=values.detach(), grad=None if probe is None else probe.edge_grad)
@@ -327,6 +370,8 @@ class CoPruner:
             if self.edge_logit is None and probe is None:
                 raise ValueError("fixed edges are scored by their gradient: pass a probe or prune_scores")
             live_scores = view.values if self.edge_logit is not None else gradient_magnitude(view)
+        if ranking is EdgeRanking.LOCAL:
+            live_scores = endpoint_rank(self.edge_set.edges, self.edge_set.num_nodes, live_scores.reshape(-1), mask)
         grow_scores = _no_scores(mask) if probe is None else descent(view)
         update = prune_and_regrow(self.engine, EDGES, sparsity, regrow_fraction, live_scores, grow_scores)
         if self.edge_logit is not None:

@@ -40,6 +40,12 @@ class NodeFeatures:
     def num_features(self) -> int:
         return self.shape[1]
 
+    def column_l1(self) -> Tensor:
+        """``[F]``: :math:`\\sum_i |x_{if}|` of every column, over all nodes."""
+        if self.dense is not None:
+            return self.dense.abs().sum(0)
+        return torch.zeros(self.shape[1]).index_add_(0, self._col, self._val.abs())
+
     def select(self, keep: Tensor | None = None) -> "FeatureSelection":
         return FeatureSelection(self, keep)
 

@@ -290,6 +290,8 @@ BAD_INPUT = [
     ("regrow-fraction-text", ["--regrow-fraction", "abc"], "invalid float value: 'abc'", None),
     ("weight-structure-unknown", ["--weight-structure", "diagonal"], "invalid choice: 'diagonal'", None),
     ("weight-distribution-unknown", ["--weight-distribution", "normal"], "invalid choice: 'normal'", None),
+    ("edge-ranking-unknown", ["--edge-ranking", "nodewise"], "invalid choice: 'nodewise'", None),
+    ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
     ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
      "weight distribution 'uniform'", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
@@ -336,7 +338,7 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 67
+BAD_INPUT_CASES = 69
 
 
 def test_bad_input_table_size():
@@ -417,3 +419,15 @@ def test_weight_distribution_defaults_to_the_models(model, extra, expected):
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--model", model, "--out", "unused",
                                       "--weight-sparsity", "0.5", *extra])
     assert _config_from_args(args).weight_distribution.value == expected
+
+
+@pytest.mark.parametrize("extra, ranking, score", [
+    ([], "local", "contribution"),
+    (["--edge-ranking", "global", "--feature-score", "magnitude"], "global", "magnitude"),
+])
+def test_edge_ranking_and_feature_score_reach_the_cgp_config(extra, ranking, score):
+    from gnnprune.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["prune", "--dataset", "cora", "--out", "unused", "--edge-sparsity", "0.5", *extra])
+    recorded = _config_from_args(args).as_dict()["cgp"]
+    assert (recorded["edge_ranking"], recorded["feature_score"]) == (ranking, score)

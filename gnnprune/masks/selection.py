@@ -40,7 +40,9 @@ def _select(scores: Tensor, candidates: Tensor, n: int, descending: bool) -> Ten
         raise ValueError(f"asked for {n} entries but only {index.numel()} are candidates")
     if n == 0:
         return index[:0]
-    values = scores[index].detach().float()
+    values = scores[index].detach()
+    if not (values.is_floating_point() or values.dtype == torch.long):
+        values = values.float()  # float64 and long keep their exactness (ranks above 2**24)
     if torch.isnan(values).any():
         raise ValueError("scores contain NaN")
     order = torch.sort(-values if descending else values, stable=True).indices

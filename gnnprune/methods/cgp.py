@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..copruning import PruneTargets
+from ..copruning import EdgeRanking, FeatureScore, PruneTargets
 from ..schedules import CosineDecay, CubicSparsity, update_steps
 
 
@@ -18,14 +18,27 @@ class CGPConfig:
         update_every: epochs between updates.
         regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
             at ``prune_end``).
+        edge_ranking: how live edges are compared when pruning (:class:`EdgeRanking`). ``local``
+            (default) removes each node's weakest edges; ``global`` the graph's weakest, which
+            measured worse on Cora with every model (``results/zoo.md``).
+        feature_score: how live feature columns are scored (:class:`FeatureScore`): by their
+            contribution over all nodes (default) or by gate and weight magnitude alone.
     """
 
     prune_start: int = 10
     prune_end: int = 150
     update_every: int = 10
     regrow_fraction: float = 0.3
+    edge_ranking: EdgeRanking = EdgeRanking.LOCAL
+    feature_score: FeatureScore = FeatureScore.CONTRIBUTION
 
     def __post_init__(self) -> None:
+        for attr, kind in (("edge_ranking", EdgeRanking), ("feature_score", FeatureScore)):
+            try:
+                object.__setattr__(self, attr, kind(getattr(self, attr)))
+            except ValueError:
+                raise ValueError(f"unknown {attr.replace('_', ' ')} {getattr(self, attr)!r}; choose from "
+                                 f"{', '.join(choice.value for choice in kind)}") from None
         if self.prune_start < 0 or self.prune_end < self.prune_start:
             raise ValueError(f"need 0 <= prune_start <= prune_end, got {self.prune_start}, {self.prune_end}")
         if self.update_every < 1:
@@ -47,7 +60,7 @@ class CGP:
 
     At every update epoch (``prune_start``, every ``update_every`` epochs, and ``prune_end``):
     one probe pass scores dead entries by their real gradient, then every part is pruned to its
-    cubic-scheduled sparsity and a cosine-decaying fraction of it is swapped for the best dead
+    cubic-scheduled sparsity (edges by their rank at their endpoints, unless configured global) and a cosine-decaying fraction of it is swapped for the best dead
     entries. Between updates the masks are fixed and gates train with the model.
     """
 
@@ -68,7 +81,8 @@ class CGP:
             return
         probe = run.pruner.probe(run.train_loss)
         targets = PruneTargets(**{part: schedule(epoch) for part, schedule in self.sparsity.items()})
-        report = run.pruner.update(targets, self.regrow(epoch), probe, run.optimizer)
+        report = run.pruner.update(targets, self.regrow(epoch), probe, run.optimizer,
+                                   edge_ranking=self.config.edge_ranking, feature_score=self.config.feature_score)
         run.log.append({"epoch": epoch, "targets": vars(targets), "regrow_fraction": self.regrow(epoch),
                         "probe_loss": probe.loss, "sites": report})
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gnnprune.copruning import CoPruner, PruneTargets
+from gnnprune.copruning import CoPruner, EdgeRanking, FeatureScore, PruneTargets
 from gnnprune.masks import kept_count
 from gnnprune.methods import CGP, CGPConfig, Dense
 from gnnprune.nn import GCN
@@ -75,3 +75,14 @@ def test_gate_lr_zero_freezes_the_gates_and_negative_is_refused(small_csbm):
         assert torch.equal(g.detach(), b)
     with pytest.raises(ValueError, match="gate_lr"):
         TrainConfig(gate_lr=-0.1)
+
+
+def test_cgp_config_rules_take_names_and_refuse_unknown_ones():
+    assert CGPConfig().edge_ranking is EdgeRanking.LOCAL
+    assert CGPConfig().feature_score is FeatureScore.CONTRIBUTION
+    assert CGPConfig(edge_ranking="global").edge_ranking is EdgeRanking.GLOBAL
+    assert CGPConfig(feature_score="magnitude").feature_score is FeatureScore.MAGNITUDE
+    with pytest.raises(ValueError, match="unknown feature score 'l2'; choose from magnitude, contribution"):
+        CGPConfig(feature_score="l2")
+    with pytest.raises(ValueError, match="unknown edge ranking 'nodewise'; choose from global, local"):
+        CGPConfig(edge_ranking="nodewise")
