@@ -75,3 +75,17 @@ def test_addmm_fuses_a_broadcast_or_full_term_with_exact_gradients():
         wanted = torch.autograd.grad(expected, (values, x, add), upstream)
         for got, want in zip(grads, wanted):
             assert got.shape == want.shape and torch.allclose(got, want)
+
+
+def test_kernel_index_is_int32_copy_of_the_pattern_unless_an_index_would_overflow():
+    from gnnprune.sparse import _kernel_index
+
+    pattern, _ = CSRPattern.from_coo(torch.tensor([0, 2, 2]), torch.tensor([1, 0, 3]), (3, 4))
+    crow, col = pattern.kernel_index
+    assert crow.dtype == col.dtype == torch.int32
+    assert crow.tolist() == pattern.crow.tolist() and col.tolist() == pattern.col.tolist()
+    assert pattern.kernel_index is pattern.kernel_index  # built once
+    t_crow, t_col = pattern.kernel_index_t
+    assert t_crow.tolist() == pattern.t_crow.tolist() and t_col.dtype == torch.int32
+    wide = _kernel_index(pattern.crow, pattern.col, 2 ** 31)
+    assert wide[0].dtype == wide[1].dtype == torch.int64

@@ -100,7 +100,7 @@ class APPNP(GraphModel):
         for i, lin in enumerate(self.lins):
             x = lin(dropout(x, self.dropout, self.training))
             if i < len(self.lins) - 1:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # no backward needs the linear layer's output
         return self.prop(x, graph)
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:

@@ -78,7 +78,7 @@ class GCN(GraphModel):
         for i, conv in enumerate(self.convs):
             x = conv(dropout(x, self.dropout, self.training), graph)
             if i < len(self.convs) - 1:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # no backward needs the convolution's output
         return x
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
