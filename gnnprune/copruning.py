@@ -258,9 +258,11 @@ class CoPruner:
         """Prune every part to ``sparsity`` and swap ``regrow_fraction`` of it (see :func:`prune_and_regrow`).
 
         Order: features, edges, weights (input weights depend on the kept features).
-        Default scores: live features by ``|gate| * ||weight row||`` (``feature_score``), dead ones by
+        Default scores: live features by ``feature_score`` (``|gate| * ||weight row||``, times the
+        column's L1 mass for :attr:`FeatureScore.CONTRIBUTION`), dead ones by
         ``probe.feature_grad``; live edges by their effective weight ``sigmoid(logit)`` (by
-        ``|grad|`` when not learned), dead ones by the descent score ``-d loss / d weight``;
+        ``|grad|`` when not learned; compared per endpoint for :attr:`EdgeRanking.LOCAL`), dead
+        ones by the descent score ``-d loss / d weight``;
         live weights by magnitude, dead ones by gradient magnitude (RigL). Revived gates restart
         at their initial value, revived weights at zero; their optimizer state is reset.
 

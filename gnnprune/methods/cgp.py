@@ -19,8 +19,8 @@ class CGPConfig:
         regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
             at ``prune_end``).
         edge_ranking: how live edges are compared when pruning (:class:`EdgeRanking`). ``local``
-            (default) removes each node's weakest edges; ``global`` the graph's weakest, which
-            measured worse on Cora with every model (``results/zoo.md``).
+            (default) removes each node's weakest edges; ``global`` the graph's weakest
+            (the comparison on Cora and CiteSeer is in ``results/zoo.md``).
         feature_score: how live feature columns are scored (:class:`FeatureScore`): by their
             contribution over all nodes (default) or by gate and weight magnitude alone.
     """
@@ -60,7 +60,8 @@ class CGP:
 
     At every update epoch (``prune_start``, every ``update_every`` epochs, and ``prune_end``):
     one probe pass scores dead entries by their real gradient, then every part is pruned to its
-    cubic-scheduled sparsity (edges by their rank at their endpoints, unless configured global) and a cosine-decaying fraction of it is swapped for the best dead
+    cubic-scheduled sparsity (by :attr:`CGPConfig.edge_ranking` and
+    :attr:`CGPConfig.feature_score`) and a cosine-decaying fraction of it is swapped for the best dead
     entries. Between updates the masks are fixed and gates train with the model.
     """
 
