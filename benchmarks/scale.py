@@ -122,6 +122,7 @@ def task_arxiv(spec: str, report: dict, epochs: int = 12) -> None:
 def task_products(spec: str, report: dict, batch_size: int, evaluate_graph: bool) -> None:
     from gnnprune.copruning import PruneTargets
     from gnnprune.data import load_dataset
+    from gnnprune.methods import CGPConfig
     from gnnprune.minibatch import MiniBatchConfig, MiniBatchCoPruner, MiniBatchRun, NodeBatch
     from gnnprune.nn import build_model
     from gnnprune.training import TrainConfig, evaluate, make_optimizer
@@ -137,9 +138,12 @@ def task_products(spec: str, report: dict, batch_size: int, evaluate_graph: bool
     optimizer = make_optimizer(model, pruner, config)
     run = MiniBatchRun(model, data, pruner, optimizer, config)
 
+    rules = CGPConfig()  # the update CGP makes: its edge ranking and feature score
+
     def update():
         probe = pruner.probe(run.train_loss)
-        return pruner.update(PruneTargets(0.45, 0.25, 0.25), 0.1, probe, optimizer)
+        return pruner.update(PruneTargets(0.45, 0.25, 0.25), 0.1, probe, optimizer,
+                             edge_ranking=rules.edge_ranking, feature_score=rules.feature_score)
 
     _timed(report, "mask_update", update)
     report["kept_edges"] = pruner.kept_edges()
