@@ -134,14 +134,17 @@ def endpoint_rank(edges: Tensor, num_nodes: int, scores: Tensor, live: Tensor) -
     if m == 0:
         return ranks
     by_score = torch.sort(scores.detach()[index], stable=True).indices          # live edges, weakest first
-    ends = edges[:, index].reshape(-1)                                         # incidence i: edge i % m's end i // m
+    # [2E] index temporaries in int32 where they fit: E is 62M at ogbn-products size
+    small = torch.int32 if max(num_nodes, 2 * m) < 2 ** 31 else torch.long
+    ends = edges[:, index].to(small).reshape(-1)                               # incidence i: edge i % m's end i // m
     degree = torch.bincount(ends, minlength=num_nodes)
-    incidences = torch.stack([by_score, by_score + m], dim=1).reshape(-1)     # weakest edge's two ends first
+    incidences = torch.stack([by_score, by_score + m], dim=1).reshape(-1).to(small)  # weakest edge's ends first
     nodes, order = torch.sort(ends[incidences], stable=True)                  # grouped by node, weakest first
-    del ends  # the [2E] temporaries are freed as soon as possible: E is 62M at ogbn-products size
-    position = torch.arange(2 * m) - (torch.cumsum(degree, 0) - degree)[nodes]
+    del ends
+    start = (torch.cumsum(degree, 0) - degree).to(small)
+    position = torch.arange(1, 2 * m + 1, dtype=small) - start[nodes]        # 1-based place in its node's list
     percentile = torch.empty(2 * m, dtype=torch.float64)
-    percentile[incidences[order]] = (position + 1).double() / degree[nodes].double()
+    percentile[incidences[order]] = position.double() / degree[nodes].double()
     del nodes, order, incidences, position
     local = (percentile[:m] + percentile[m:]) / 2
     final = by_score[torch.sort(local[by_score], stable=True).indices]       # ties keep the global order
