@@ -142,10 +142,12 @@ def endpoint_rank(edges: Tensor, num_nodes: int, scores: Tensor, live: Tensor) -
     nodes, order = torch.sort(ends[incidences], stable=True)                  # grouped by node, weakest first
     del ends
     start = (torch.cumsum(degree, 0) - degree).to(small)
-    position = torch.arange(1, 2 * m + 1, dtype=small) - start[nodes]        # 1-based place in its node's list
+    place = (torch.arange(1, 2 * m + 1, dtype=small) - start[nodes]).double()  # 1-based place in its node's list
+    place.div_(degree.double()[nodes])
+    del nodes
     percentile = torch.empty(2 * m, dtype=torch.float64)
-    percentile[incidences[order]] = position.double() / degree[nodes].double()
-    del nodes, order, incidences, position
+    percentile[incidences[order]] = place
+    del order, incidences, place
     local = (percentile[:m] + percentile[m:]) / 2
     final = by_score[torch.sort(local[by_score], stable=True).indices]       # ties keep the global order
     ranks[index[final]] = torch.arange(m)
