@@ -29,6 +29,12 @@ def test_endpoint_rank_ignores_dead_edges_and_breaks_ties_by_global_score():
     assert ranks.tolist() == [-1, 1, 2, 0]
 
 
+def test_endpoint_rank_with_no_live_edge_and_bad_shapes():
+    assert endpoint_rank(STAR_EDGES, 5, STAR_SCORES, torch.zeros(4, dtype=torch.bool)).tolist() == [-1] * 4
+    with pytest.raises(ValueError, match="need edges"):
+        endpoint_rank(STAR_EDGES, 5, STAR_SCORES[:3], torch.ones(3, dtype=torch.bool))
+
+
 def test_endpoint_rank_depends_only_on_the_order_of_scores_and_follows_edge_order():
     g = torch.Generator().manual_seed(0)
     n, e = 30, 80
