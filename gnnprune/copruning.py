@@ -128,7 +128,6 @@ class CoPruner:
         self.feature_gate = nn.Parameter(torch.ones(self.node_features.num_features)) if learn_feature_gates else None
         self._all_edges = self.edge_set.select()
         self._all_features = self.node_features.select()
-        self._column_l1: Tensor | None = None
         self.refresh()
 
     # masks -> computation -------------------------------------------------------------------
@@ -350,9 +349,7 @@ class CoPruner:
         are fitted to the labelled nodes, so their magnitudes alone undervalue features that
         are frequent elsewhere in the graph.
         """
-        if self._column_l1 is None:
-            self._column_l1 = self.node_features.column_l1()
-        return self._column_l1 * self.feature_magnitude()
+        return self.node_features.column_l1 * self.feature_magnitude()
 
     def _update_features(self, sparsity, regrow_fraction, probe, optimizer, live_scores) -> SiteUpdate:
         mask = self.engine.mask(FEATURES)

@@ -8,6 +8,8 @@ features; in both cases the gate scales weight rows rather than the ``[N, F]`` i
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -40,8 +42,9 @@ class NodeFeatures:
     def num_features(self) -> int:
         return self.shape[1]
 
+    @functools.cached_property
     def column_l1(self) -> Tensor:
-        """``[F]``: :math:`\\sum_i |x_{if}|` of every column, over all nodes."""
+        """``[F]``: :math:`\\sum_i |x_{if}|` of every column, over all nodes (computed once)."""
         if self.dense is not None:
             return self.dense.abs().sum(0)
         return torch.zeros(self.shape[1]).index_add_(0, self._col, self._val.abs())

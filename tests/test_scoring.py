@@ -116,7 +116,7 @@ def _feature_pruner(gates: bool = False):
 @pytest.mark.parametrize("sparse", [True, False])
 def test_column_l1_is_the_same_for_sparse_and_dense_storage(sparse):
     x = torch.tensor([[0.0, -2.0, 0.0], [1.5, 0.0, 0.0], [0.0, 3.0, 0.0]])
-    assert NodeFeatures(x, sparse=sparse).column_l1().tolist() == [1.5, 5.0, 0.0]
+    assert NodeFeatures(x, sparse=sparse).column_l1.tolist() == [1.5, 5.0, 0.0]
 
 
 def test_feature_contribution_is_column_mass_times_gate_times_row_norm():
