@@ -33,7 +33,7 @@ class Linear(nn.Module):
 
     def forward(self, x: Tensor | SparseMatrix) -> Tensor:
         out = x @ self.weight
-        return out if self.bias is None else out + self.bias
+        return out if self.bias is None else out.add_(self.bias)  # in place: no second [N, out] buffer
 
     def extra_repr(self) -> str:
         return f"{self.weight.size(0)}, {self.weight.size(1)}, bias={self.bias is not None}"

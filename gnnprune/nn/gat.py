@@ -88,7 +88,7 @@ class GATConv(nn.Module):
         alpha = dropout(alpha, self.attention_dropout, self.training)
         out = torch.stack([sparse_matmul(pattern, alpha[:, k].contiguous(), h[:, k]) for k in range(heads)], dim=1)
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
-        return out + self.bias
+        return out.add_(self.bias)
 
     def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
         """Transform (``x W`` and the per-node attention scores) and aggregation MACs.

@@ -39,7 +39,7 @@ class GCNConv(nn.Module):
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
         # (A X) W == A (X W): propagate at the narrower width (dense inputs only).
         if not isinstance(x, SparseMatrix) and self.aggregates_first:
-            return self.lin(propagate_first(graph.gcn_operator(), x)) + self.bias
+            return self.lin(propagate_first(graph.gcn_operator(), x)).add_(self.bias)
         return graph.gcn_operator().addmm(self.bias, self.lin(x))
 
     @property
