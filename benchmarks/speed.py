@@ -229,16 +229,24 @@ def task_inference_paired(data, repeats, model_name: str, keeps=(1.0, 0.2, 0.0))
     return {"inference_s": _interleaved(forwards, repeats)}
 
 
-def task_propagation(data, repeats, edge_keep: float, width: int = 64):
+def _propagation(data, edge_keep: float, width: int):
+    """``operator @ h`` for the GCN operator keeping ``edge_keep`` of the edges; returns (fn, entries)."""
     _, pruner = _model_keeping_edges(data, "gcn", edge_keep)
     operator = pruner.graph().gcn_operator()
     h = torch.randn(data.num_nodes, width, generator=torch.Generator().manual_seed(0))
+    return torch.no_grad()(lambda: operator @ h), operator.pattern.nnz
 
-    @torch.no_grad()
-    def propagate():
-        operator @ h
 
-    return {"propagation_s": _timed(propagate, repeats), "operator_entries": operator.pattern.nnz, "width": width}
+def task_propagation(data, repeats, edge_keep: float, width: int = 64):
+    propagate, entries = _propagation(data, edge_keep, width)
+    return {"propagation_s": _timed(propagate, repeats), "operator_entries": entries, "width": width}
+
+
+def task_propagation_paired(data, repeats, keeps=(1.0, 0.2, 0.0), width: int = 64):
+    """Propagation with each fraction of kept edges, interleaved in one process (for the ratios)."""
+    built = {str(keep): _propagation(data, keep, width) for keep in keeps}
+    return {"propagation_s": _interleaved({keep: fn for keep, (fn, _) in built.items()}, repeats),
+            "operator_entries": {keep: entries for keep, (_, entries) in built.items()}, "width": width}
 
 
 def task_dropout(data, repeats, width: int = 256):
@@ -274,7 +282,9 @@ def _run_task(args) -> dict:
         result = task_dropout(data, args.repeats)
     else:
         model_name, keep = name.split("@")
-        if keep == "paired":
+        if keep == "paired" and model_name == "propagation":
+            result = task_propagation_paired(data, args.repeats)
+        elif keep == "paired":
             result = task_inference_paired(data, args.repeats, model_name)
         elif model_name == "propagation":
             result = task_propagation(data, args.repeats, float(keep))
@@ -289,7 +299,7 @@ def _tasks() -> list[str]:
     tasks = ["dense_gcn", "pyg_gcn", "cgp_gcn", "cgp_run", "dropout"]
     for model in INFERENCE_MODELS:
         tasks += [f"{model}@paired", f"{model}@1.0", f"{model}@0.2", f"{model}@0.0"]
-    return tasks + ["propagation@1.0", "propagation@0.2"]
+    return tasks + ["propagation@paired", "propagation@1.0", "propagation@0.2"]
 
 
 def main(argv=None) -> int:
@@ -350,19 +360,19 @@ def summarize(results: dict, args) -> dict:
         entry = results.get(task, {})
         return _median(entry[key]) if key in entry else float("nan")
 
-    def paired_times(model):
-        return results.get(f"{model}@paired", {}).get("inference_s", {})
+    def paired_times(model, key="inference_s"):
+        return results.get(f"{model}@paired", {}).get(key, {})
 
-    def paired(model, keep):
-        return _median(paired_times(model).get(keep, []))
+    def paired(model, keep, key="inference_s"):
+        return _median(paired_times(model, key).get(keep, []))
 
     def paired_ratio(numerators, denominators):
         """Median over rounds of (this round's numerator / this round's denominator): immune to
         drift slower than one round, which the ratio of two medians is not."""
         return _median([a / b for a, b in zip(numerators, denominators)])
 
-    def inference_ratio(model, keep):
-        times = paired_times(model)
+    def inference_ratio(model, keep, key="inference_s"):
+        times = paired_times(model, key)
         return paired_ratio(times.get(keep, []), times.get("1.0", []))
 
     dense = med("dense_gcn", "epoch_s")
@@ -390,7 +400,8 @@ def summarize(results: dict, args) -> dict:
         ratios[f"{model}_inference_20pct_edges_over_dense"] = inference_ratio(model, "0.2")
         ratios[f"{model}_inference_no_edges_over_dense"] = inference_ratio(model, "0.0")
     ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
-    ratios["propagation_20pct_edges_over_dense"] = med("propagation@0.2", "propagation_s") / med("propagation@1.0", "propagation_s")
+    ratios["propagation_20pct_edges_over_dense"] = inference_ratio("propagation", "0.2", "propagation_s")
+    ratios["propagation_no_edges_over_dense"] = inference_ratio("propagation", "0.0", "propagation_s")
     return {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
         "graph": QUICK if args.quick else ARXIV,
@@ -412,8 +423,10 @@ def summarize(results: dict, args) -> dict:
             **{f"{m}_inference_standalone_{keep}": med(f"{m}@{keep}", "inference_s")
                for m in INFERENCE_MODELS for keep in ("1.0", "0.2", "0.0")},
             "dropout_ours": med("dropout", "ours_s"), "dropout_torch": med("dropout", "torch_s"),
-            "propagation_dense": med("propagation@1.0", "propagation_s"),
-            "propagation_20pct_edges": med("propagation@0.2", "propagation_s"),
+            "propagation_dense": paired("propagation", "1.0", "propagation_s"),
+            "propagation_20pct_edges": paired("propagation", "0.2", "propagation_s"),
+            "propagation_no_edges": paired("propagation", "0.0", "propagation_s"),
+            **{f"propagation_standalone_{keep}": med(f"propagation@{keep}", "propagation_s") for keep in ("1.0", "0.2")},
         },
         "ratios": ratios,
         "peak_rss_mb": {task: r.get("peak_rss_mb") for task, r in results.items()},
@@ -429,7 +442,7 @@ def markdown(report: dict) -> str:
              f"medians of {report['repeats']} repeats; {load_note(report.get('load_average_at_start')) or 'machine load not recorded'}; "
              f"allocator: {', '.join(report.get('allocator', [])) or 'not recorded'}.", "",
              "Ratios between our own measurements come from timings interleaved in one process (dense and CGP "
-             "steps in turn; inference at 100%, 20% and 0% of the edges in turn): the median over rounds of "
+             "steps in turn; inference and propagation at 100%, 20% and 0% of the edges in turn): the median over rounds of "
              "each round's ratio, so that drift of the machine's speed between rounds cancels (the seconds "
              "shown are medians and need not divide to the ratio). The CGP rows add the mask-update share "
              "(update seconds / update interval / the dense median). Peak RSS from a separate process per "
@@ -458,6 +471,7 @@ def markdown(report: dict) -> str:
     if "propagation_dense" in m:
         lines.append(f"| propagation (operator @ [N, 64]), all edges | {fmt(m['propagation_dense'])} | 1 | {fmt(rss.get('propagation@1.0'))} |")
         lines.append(f"| propagation (operator @ [N, 64]), 20% edges | {fmt(m['propagation_20pct_edges'])} | {fmt(r['propagation_20pct_edges_over_dense'])}× all | {fmt(rss.get('propagation@0.2'))} |")
+        lines.append(f"| propagation (operator @ [N, 64]), no edges (self-loops only) | {fmt(m['propagation_no_edges'])} | {fmt(r['propagation_no_edges_over_dense'])}× all | |")
     if report["errors"]:
         lines += ["", "Failed measurements: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,9 @@ def _results():
         "cgp_run": {"epochs": 3, "dense_epoch_s": [1.0, 1.0, 2.0], "cgp_epoch_s": [1.5, 1.0, 2.5],
                     "cgp_update_s": [0.5, 0.0, 0.0], "mask_updates": 1},
         "gcn@paired": {"inference_s": {"1.0": [1.0, 2.0, 1.0], "0.2": [0.5, 1.0, 0.5], "0.0": [0.25, 0.5, 0.25]}},
+        "propagation@paired": {"propagation_s": {"1.0": [0.4, 0.8, 0.4], "0.2": [0.1, 0.2, 0.1],
+                                                 "0.0": [0.02, 0.04, 0.02]}},
+        "propagation@1.0": {"propagation_s": [0.3, 0.3, 0.3]},
     }
 
 
@@ -35,6 +38,10 @@ def test_ratios_are_medians_of_per_round_ratios_plus_the_update_share():
     assert r["gcn_inference_20pct_edges_over_dense"] == 0.5
     assert r["gcn_inference_no_edges_over_dense"] == 0.25
     assert math.isnan(r["gat_inference_20pct_edges_over_dense"])  # not measured: NaN, not an error
+    # propagation ratios come from the interleaved task too, not from the stand-alone processes
+    assert r["propagation_20pct_edges_over_dense"] == pytest.approx(0.25)
+    assert r["propagation_no_edges_over_dense"] == pytest.approx(0.05)
+    assert (m["propagation_dense"], m["propagation_standalone_1.0"]) == (0.4, 0.3)
 
 
 def test_markdown_shows_the_measured_rows():
@@ -42,6 +49,7 @@ def test_markdown_shows_the_measured_rows():
     assert "| whole CGP run, 3 epochs, 1 mask updates" in text
     assert "1.2500× dense run" in text
     assert "| gcn inference, 20% edges | 0.5000 | 0.5000× dense |" in text
+    assert "| propagation (operator @ [N, 64]), 20% edges | 0.1000 | 0.2500× all |" in text
 
 
 def test_unknown_task_names_the_choices(capsys):
