@@ -68,14 +68,20 @@ def malloc_mode(env: Mapping[str, str] | None = None) -> MallocMode:
         raise ValueError(f"${MALLOC_VARIABLE}={value!r} is not one of: {choices}") from None
 
 
-def _glibc_at_least(major: int, minor: int) -> bool:
+def _glibc_version() -> tuple[int, ...] | None:
+    """``(major, minor)`` of the running glibc on Linux; ``None`` elsewhere, ``()`` if unreadable."""
     name, version = platform.libc_ver()
-    if name != "glibc":
-        return False
+    if platform.system() != "Linux" or name != "glibc":
+        return None
     try:
-        return tuple(int(v) for v in version.split(".")[:2]) >= (major, minor)
+        return tuple(int(v) for v in version.split(".")[:2])
     except ValueError:
-        return False
+        return ()
+
+
+def _glibc_at_least(major: int, minor: int) -> bool:
+    found = _glibc_version()
+    return bool(found) and found >= (major, minor)
 
 
 def _transparent_hugepages() -> str:
@@ -123,7 +129,7 @@ def retain_freed_memory() -> str:
         what was done, for reports.
     """
     global _retained
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if _glibc_version() is None:
         return "system default malloc (not glibc)"
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -36,6 +36,18 @@ def test_hugepage_environment_adds_the_tunable_once(monkeypatch):
     assert hugepage_environment({}) is None
 
 
+@pytest.mark.parametrize("system, libc, version, expected", [
+    ("Linux", ("glibc", "2.35"), (2, 35), True), ("Linux", ("glibc", "2.34"), (2, 34), False),
+    ("Linux", ("glibc", "2.x"), (), False), ("Linux", ("", ""), None, False), ("Darwin", ("glibc", "2.40"), None, False)])
+def test_glibc_version_is_read_once_for_both_malloc_modes(monkeypatch, system, libc, version, expected):
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(platform, "libc_ver", lambda: libc)
+    assert machine._glibc_version() == version
+    assert machine._glibc_at_least(2, 35) is expected
+    if version is None:  # retain mode gives up before touching malloc
+        assert machine.retain_freed_memory() == "system default malloc (not glibc)"
+
+
 def _cli(tmp_path, mode: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env[MALLOC_VARIABLE] = mode
