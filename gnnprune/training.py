@@ -182,10 +182,13 @@ def full_batch_step(run: "TrainingRun", method: Method) -> dict:
     model, pruner = run.model, run.pruner
     run.optimizer.zero_grad(set_to_none=True)
     loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
-    penalty = getattr(method, "penalty", None)  # optional hook: a regulariser (e.g. UGS's L1)
-    if penalty is not None:
-        loss = loss + penalty(run)
-    return {"loss": optimizer_step(run, loss)}
+    return {"loss": optimizer_step(run, with_penalty(run, method, loss))}
+
+
+def with_penalty(run: "TrainingRun", method: Method, loss: Tensor) -> Tensor:
+    """``loss`` plus the method's optional ``penalty(run)`` hook (UGS's L1, CGP's edge prior)."""
+    penalty = getattr(method, "penalty", None)
+    return loss if penalty is None else loss + penalty(run)
 
 
 def optimizer_step(run: "TrainingRun", loss: Tensor) -> float:

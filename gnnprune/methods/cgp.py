@@ -23,6 +23,13 @@ class CGPConfig:
             (the comparison on Cora and CiteSeer is in ``results/zoo.md``).
         feature_score: how live feature columns are scored (:class:`FeatureScore`): by their
             contribution over all nodes (default) or by gate and weight magnitude alone.
+        edge_prior: strength :math:`\\lambda` of a pull of every edge logit :math:`l_e` towards its
+            initial value :math:`l_0`, added to the training loss as
+            :math:`\\tfrac{\\lambda}{2} \\sum_e (l_e - l_0)^2`. Adam moves every logit by about the
+            gate learning rate per step however weak its gradient, so without it edges far from
+            the labels drift on noise and their learned weights rank them by chance; with it an
+            edge moves only as far as its loss gradient outweighs the pull (L2-SP of Li et al.,
+            2018, on the edge weights). 0 turns it off.
     """
 
     prune_start: int = 10
@@ -31,6 +38,7 @@ class CGPConfig:
     regrow_fraction: float = 0.3
     edge_ranking: EdgeRanking = EdgeRanking.LOCAL
     feature_score: FeatureScore = FeatureScore.CONTRIBUTION
+    edge_prior: float = 0.0
 
     def __post_init__(self) -> None:
         for attr, kind in (("edge_ranking", EdgeRanking), ("feature_score", FeatureScore)):
@@ -43,6 +51,8 @@ class CGPConfig:
             raise ValueError(f"need 0 <= prune_start <= prune_end, got {self.prune_start}, {self.prune_end}")
         if self.update_every < 1:
             raise ValueError(f"update_every must be >= 1, got {self.update_every}")
+        if not self.edge_prior >= 0.0:
+            raise ValueError(f"edge_prior must be >= 0, got {self.edge_prior}")
         if not 0.0 <= self.regrow_fraction <= 1.0:
             raise ValueError(f"regrow_fraction must be in [0, 1], got {self.regrow_fraction}")
 
@@ -86,6 +96,13 @@ class CGP:
                                    edge_ranking=self.config.edge_ranking, feature_score=self.config.feature_score)
         run.log.append({"epoch": epoch, "targets": vars(targets), "regrow_fraction": self.regrow(epoch),
                         "probe_loss": probe.loss, "sites": report})
+
+    def penalty(self, run):
+        """The edge prior (:attr:`CGPConfig.edge_prior`) on the learned edge logits; 0 without them."""
+        logit = run.pruner.edge_logit
+        if self.config.edge_prior == 0.0 or logit is None:
+            return 0.0
+        return 0.5 * self.config.edge_prior * (logit - run.pruner.edge_init_logit).square().sum()
 
     def selectable(self, epoch: int) -> bool:
         return epoch >= self.config.prune_end
