@@ -292,6 +292,7 @@ BAD_INPUT = [
     ("weight-distribution-unknown", ["--weight-distribution", "normal"], "invalid choice: 'normal'", None),
     ("edge-ranking-unknown", ["--edge-ranking", "nodewise"], "invalid choice: 'nodewise'", None),
     ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
+    ("edge-prior<0", ["--edge-prior", "-1"], "argument --edge-prior: must be a finite number >= 0, got -1", None),
     ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
      "weight distribution 'uniform'", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
@@ -421,13 +422,13 @@ def test_weight_distribution_defaults_to_the_models(model, extra, expected):
     assert _config_from_args(args).weight_distribution.value == expected
 
 
-@pytest.mark.parametrize("extra, ranking, score", [
-    ([], "local", "contribution"),
-    (["--edge-ranking", "global", "--feature-score", "magnitude"], "global", "magnitude"),
+@pytest.mark.parametrize("extra, ranking, score, prior", [
+    ([], "local", "contribution", 0.0),
+    (["--edge-ranking", "global", "--feature-score", "magnitude", "--edge-prior", "1e-4"], "global", "magnitude", 1e-4),
 ])
-def test_edge_ranking_and_feature_score_reach_the_cgp_config(extra, ranking, score):
+def test_edge_ranking_feature_score_and_edge_prior_reach_the_cgp_config(extra, ranking, score, prior):
     from gnnprune.cli import _config_from_args, build_parser
 
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--out", "unused", "--edge-sparsity", "0.5", *extra])
     recorded = _config_from_args(args).as_dict()["cgp"]
-    assert (recorded["edge_ranking"], recorded["feature_score"]) == (ranking, score)
+    assert (recorded["edge_ranking"], recorded["feature_score"], recorded["edge_prior"]) == (ranking, score, prior)

@@ -86,3 +86,35 @@ def test_cgp_config_rules_take_names_and_refuse_unknown_ones():
         CGPConfig(feature_score="l2")
     with pytest.raises(ValueError, match="unknown edge ranking 'nodewise'; choose from global, local"):
         CGPConfig(edge_ranking="nodewise")
+
+
+def test_edge_prior_is_half_lambda_squared_distance_with_gradient_lambda_times_distance(small_csbm):
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = GCN(small_csbm.num_features, 8, small_csbm.num_classes)
+    pruner = CoPruner(model, small_csbm, learn_edge_weights=True)
+    with torch.no_grad():
+        pruner.edge_logit.copy_(torch.linspace(-1.0, 4.0, pruner.edge_logit.numel()))
+    run = SimpleNamespace(pruner=pruner)
+    targets = PruneTargets(edges=0.3)
+    distance = pruner.edge_logit.detach() - 3.0
+    penalty = CGP(CGPConfig(edge_prior=0.25), targets).penalty(run)
+    assert float(penalty.detach()) == pytest.approx(0.125 * float(distance.square().sum()), rel=1e-6)
+    penalty.backward()
+    assert torch.allclose(pruner.edge_logit.grad, 0.25 * distance)
+    assert CGP(CGPConfig(), targets).penalty(run) == 0.0  # off by default
+    no_logits = SimpleNamespace(pruner=CoPruner(model, small_csbm))
+    assert CGP(CGPConfig(edge_prior=0.25), targets).penalty(no_logits) == 0.0
+    with pytest.raises(ValueError, match="edge_prior must be >= 0, got -0.1"):
+        CGPConfig(edge_prior=-0.1)
+
+
+def test_edge_prior_keeps_the_learned_edge_weights_nearer_their_start(small_csbm):
+    drift = {}
+    for prior in (0.0, 1.0):
+        _, pruner = _run(small_csbm, PruneTargets(edges=0.3), epochs=30, prune_start=5, prune_end=20,
+                         update_every=5, edge_prior=prior)
+        live = pruner.engine.mask("edges")
+        drift[prior] = float((pruner.edge_logit.detach()[live] - pruner.edge_init_logit).abs().mean())
+    assert drift[1.0] < 0.5 * drift[0.0]
