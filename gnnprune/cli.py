@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prune-start", type=_non_negative_int, help="first mask update epoch (default: epochs // 20)")
     g.add_argument("--prune-end", type=_non_negative_int, help="last mask update epoch (default: 3 * epochs // 4)")
     g.add_argument("--update-every", type=_positive_int, default=10, help="epochs between mask updates")
-    g.add_argument("--edge-prior", type=_non_negative_float, default=0.0,
-                   help="CGP: L2 pull of the edge logits towards their initial value, lambda/2 * sum (l - l0)^2")
+    g.add_argument("--edge-prior", type=_non_negative_float,
+                   help="CGP: L2 pull of the edge logits towards their initial value, lambda/2 * sum (l - l0)^2 "
+                        "(default: the model's, 1e-4 for gcn2, else 0)")
     g.add_argument("--regrow-fraction", type=float, default=0.3,
                    help="initial fraction of live entries swapped per update (cosine-decayed)")
     g.add_argument("--edge-ranking", choices=[r.value for r in EdgeRanking], default="local",
@@ -255,7 +256,7 @@ def _config_from_args(args: argparse.Namespace):
             else (WeightDistribution.UNIFORM if method == "ugs" else spec.weight_distribution),
             cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
                           regrow_fraction=args.regrow_fraction, edge_ranking=EdgeRanking(args.edge_ranking),
-                          edge_prior=args.edge_prior,
+                          edge_prior=pick(args.edge_prior, spec.edge_prior),
                           feature_score=FeatureScore(args.feature_score)),
             oneshot=OneShotConfig(args.finetune_epochs),
             ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,

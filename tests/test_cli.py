@@ -432,3 +432,12 @@ def test_edge_ranking_feature_score_and_edge_prior_reach_the_cgp_config(extra, r
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--out", "unused", "--edge-sparsity", "0.5", *extra])
     recorded = _config_from_args(args).as_dict()["cgp"]
     assert (recorded["edge_ranking"], recorded["feature_score"], recorded["edge_prior"]) == (ranking, score, prior)
+
+
+@pytest.mark.parametrize("model, extra, prior", [("gcn2", [], 1e-4), ("appnp", [], 0.0), ("gcn2", ["--edge-prior", "0"], 0.0)])
+def test_edge_prior_defaults_to_the_models(model, extra, prior):
+    from gnnprune.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["prune", "--dataset", "cora", "--model", model, "--out", "unused",
+                                      "--edge-sparsity", "0.3", *extra])
+    assert _config_from_args(args).cgp.edge_prior == prior

@@ -26,6 +26,11 @@ class ModelSpec:
             weight tensors when ``--weight-distribution`` is not given (UGS: always uniform).
             ERK for GAT and APPNP: measured better at 0.8 and 0.98 weight sparsity on Cora and
             CiteSeer (``results/erk.md``, ``results/zoo.md``).
+        edge_prior: CGP's pull of the edge logits towards their start
+            (:attr:`~gnnprune.methods.CGPConfig.edge_prior`) when ``--edge-prior`` is not given.
+            1e-4 for GCNII, whose 16 layers reuse every edge weight and rewire the graph around
+            the labels without it; 0 elsewhere (APPNP lost 1.12 points with it). Measurements in
+            ``results/zoo.md``.
     """
 
     target: str
@@ -37,6 +42,7 @@ class ModelSpec:
     epochs: int = 200
     options: dict = field(default_factory=dict)
     weight_distribution: WeightDistribution = WeightDistribution.UNIFORM
+    edge_prior: float = 0.0
 
     def load(self) -> type[GraphModel]:
         module, _, name = self.target.partition(":")
@@ -55,7 +61,8 @@ MODELS: dict[str, ModelSpec] = {
     "sgc": ModelSpec("gnnprune.nn.sgc:SGC", hidden_channels=64, num_layers=1, dropout=0.5, lr=0.2,
                      weight_decay=5e-5, epochs=200, options={"K": 2}),
     "gcn2": ModelSpec("gnnprune.nn.gcn2:GCNII", hidden_channels=64, num_layers=16, dropout=0.6, lr=0.01,
-                      weight_decay=5e-4, epochs=400, options={"alpha": 0.1, "theta": 0.5, "conv_weight_decay": 0.01}),
+                      weight_decay=5e-4, epochs=400, options={"alpha": 0.1, "theta": 0.5, "conv_weight_decay": 0.01},
+                      edge_prior=1e-4),
     "resgcn": ModelSpec("gnnprune.nn.resgcn:ResGCN", hidden_channels=64, num_layers=8, dropout=0.5, lr=0.01,
                         weight_decay=1e-2, epochs=200, options={"norm": "layer"}),
 }
