@@ -111,7 +111,10 @@ def test_one_batch_covering_the_graph_is_full_batch_training(small_csbm):
     batched = train_minibatch(model_b, small_csbm, pruner_b, cgp_b, config, progress=False)
     assert [h["batches"] for h in batched.history] == [1] * 12
     assert [h["loss"] for h in batched.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)
-    assert [u["probe_loss"] for u in batched.updates] == pytest.approx([u["probe_loss"] for u in full.updates], rel=1e-5)
+    probed = [u["probe_loss"] for u in full.updates]
+    assert probed[-1] is None and None not in probed[:-1]  # no probe at prune_end: nothing regrows there
+    assert [u["probe_loss"] for u in batched.updates[:-1]] == pytest.approx(probed[:-1], rel=1e-5)
+    assert batched.updates[-1]["probe_loss"] is None
     for name in pruner.engine.state_dict():
         assert torch.equal(pruner.engine.mask(name), pruner_b.engine.mask(name)), name
 

@@ -69,7 +69,8 @@ class CGP:
     """Hooks of the co-pruning method.
 
     At every update epoch (``prune_start``, every ``update_every`` epochs, and ``prune_end``):
-    one probe pass scores dead entries by their real gradient, then every part is pruned to its
+    one probe pass scores dead entries by their real gradient (skipped at ``prune_end``, where
+    the regrowth fraction has decayed to 0), then every part is pruned to its
     cubic-scheduled sparsity (by :attr:`CGPConfig.edge_ranking` and
     :attr:`CGPConfig.feature_score`) and a cosine-decaying fraction of it is swapped for the best dead
     entries. Between updates the masks are fixed and gates train with the model.
@@ -90,12 +91,15 @@ class CGP:
     def on_epoch_start(self, run, epoch: int) -> None:
         if epoch not in self.steps:
             return
-        probe = run.pruner.probe(run.train_loss)
+        regrow = self.regrow(epoch)
+        # the probe scores dead entries for regrowth (and live edges when their weights are not learned)
+        needs_probe = regrow > 0 or run.pruner.edge_logit is None
+        probe = run.pruner.probe(run.train_loss) if needs_probe else None
         targets = PruneTargets(**{part: schedule(epoch) for part, schedule in self.sparsity.items()})
-        report = run.pruner.update(targets, self.regrow(epoch), probe, run.optimizer,
+        report = run.pruner.update(targets, regrow, probe, run.optimizer,
                                    edge_ranking=self.config.edge_ranking, feature_score=self.config.feature_score)
-        run.log.append({"epoch": epoch, "targets": vars(targets), "regrow_fraction": self.regrow(epoch),
-                        "probe_loss": probe.loss, "sites": report})
+        run.log.append({"epoch": epoch, "targets": vars(targets), "regrow_fraction": regrow,
+                        "probe_loss": None if probe is None else probe.loss, "sites": report})
 
     def penalty(self, run):
         """The edge prior (:attr:`CGPConfig.edge_prior`) on the learned edge logits; 0 without them."""

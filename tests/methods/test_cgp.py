@@ -118,3 +118,24 @@ def test_edge_prior_keeps_the_learned_edge_weights_nearer_their_start(small_csbm
         live = pruner.engine.mask("edges")
         drift[prior] = float((pruner.edge_logit.detach()[live] - pruner.edge_init_logit).abs().mean())
     assert drift[1.0] < 0.5 * drift[0.0]
+
+
+def test_no_probe_at_prune_end_where_nothing_regrows(small_csbm, monkeypatch):
+    probed = []
+    real_probe = CoPruner.probe
+    monkeypatch.setattr(CoPruner, "probe", lambda self, loss_fn: probed.append(True) or real_probe(self, loss_fn))
+    result, _ = _run(small_csbm, PruneTargets(weights=0.5, edges=0.3), epochs=12, prune_start=2, prune_end=8,
+                     update_every=2)
+    assert [u["regrow_fraction"] > 0 for u in result.updates] == [True] * 3 + [False]
+    assert [u["probe_loss"] is not None for u in result.updates] == [True] * 3 + [False]
+    assert len(probed) == 3
+
+
+def test_fixed_edge_weights_are_probed_at_every_update_since_their_gradient_scores_them(small_csbm):
+    torch.manual_seed(0)
+    model = GCN(small_csbm.num_features, 16, small_csbm.num_classes)
+    pruner = CoPruner(model, small_csbm)  # no learned edge weights: live edges are scored by |grad|
+    result = train(model, small_csbm, pruner, CGP(CGPConfig(prune_start=2, prune_end=8, update_every=2),
+                                                   PruneTargets(edges=0.3)), TrainConfig(epochs=12), progress=False)
+    assert all(u["probe_loss"] is not None for u in result.updates)
+    assert pruner.engine.site("edges").live == kept_count(small_csbm.edges.num_edges, 0.3)
