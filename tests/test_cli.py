@@ -339,7 +339,7 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 69
+BAD_INPUT_CASES = 70
 
 
 def test_bad_input_table_size():
