@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs over which that weight ramps up from 0 (default: epochs // 4)")
     g.add_argument("--gate-lr", type=_non_negative_float, default=0.1,
                    help="learning rate of the edge logits and feature gates")
+    g.add_argument("--edge-gate-lr", type=_non_negative_float, help="learning rate of the edge logits (default: --gate-lr)")
+    g.add_argument("--feature-gate-lr", type=_non_negative_float,
+                   help="learning rate of the feature gates (default: --gate-lr; 0 freezes them at 1)")
     g = p.add_argument_group("pruning schedule")
     g.add_argument("--prune-start", type=_non_negative_int, help="first mask update epoch (default: epochs // 20)")
     g.add_argument("--prune-end", type=_non_negative_int, help="last mask update epoch (default: 3 * epochs // 4)")
@@ -248,7 +251,8 @@ def _config_from_args(args: argparse.Namespace):
             train=TrainConfig(epochs=args.epochs, lr=pick(args.lr, spec.lr),
                               weight_decay=pick(args.weight_decay, spec.weight_decay),
                               pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
-                              gate_lr=args.gate_lr),
+                              gate_lr=args.gate_lr, edge_gate_lr=args.edge_gate_lr,
+                              feature_gate_lr=args.feature_gate_lr),
             method=method,
             targets=targets,
             weight_granularity=WeightGranularity(args.weight_structure),

@@ -293,6 +293,7 @@ BAD_INPUT = [
     ("edge-ranking-unknown", ["--edge-ranking", "nodewise"], "invalid choice: 'nodewise'", None),
     ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
     ("edge-prior<0", ["--edge-prior", "-1"], "argument --edge-prior: must be a finite number >= 0, got -1", None),
+    ("feature-gate-lr<0", ["--feature-gate-lr", "-0.1"], "argument --feature-gate-lr: must be a finite number >= 0", None),
     ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
      "weight distribution 'uniform'", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
@@ -339,7 +340,7 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 70
+BAD_INPUT_CASES = 71
 
 
 def test_bad_input_table_size():
@@ -432,6 +433,15 @@ def test_edge_ranking_feature_score_and_edge_prior_reach_the_cgp_config(extra, r
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--out", "unused", "--edge-sparsity", "0.5", *extra])
     recorded = _config_from_args(args).as_dict()["cgp"]
     assert (recorded["edge_ranking"], recorded["feature_score"], recorded["edge_prior"]) == (ranking, score, prior)
+
+
+def test_per_part_gate_learning_rates_reach_the_train_config():
+    from gnnprune.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["prune", "--dataset", "cora", "--out", "unused", "--edge-sparsity", "0.3",
+                                      "--feature-gate-lr", "0", "--edge-gate-lr", "0.05"])
+    train = _config_from_args(args).train
+    assert (train.gate_lr, train.edge_gate_lr, train.feature_gate_lr, train.gate_lrs()) == (0.1, 0.05, 0.0, (0.05, 0.0))
 
 
 @pytest.mark.parametrize("model, extra, prior", [("gcn2", [], 1e-4), ("appnp", [], 0.0), ("gcn2", ["--edge-prior", "0"], 0.0)])

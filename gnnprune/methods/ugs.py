@@ -153,7 +153,8 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     """
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
-    round_config = dataclasses.replace(train_config, gate_lr=None)  # masks learn at the model's rate
+    round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None,
+                                       feature_gate_lr=None)  # masks learn at the model's rate
     initial = copy.deepcopy(model.state_dict())
     masks: dict | None = None
     rounds, epochs, seconds = [], 0, 0.0

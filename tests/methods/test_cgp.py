@@ -139,3 +139,25 @@ def test_fixed_edge_weights_are_probed_at_every_update_since_their_gradient_scor
                                                    PruneTargets(edges=0.3)), TrainConfig(epochs=12), progress=False)
     assert all(u["probe_loss"] is not None for u in result.updates)
     assert pruner.engine.site("edges").live == kept_count(small_csbm.edges.num_edges, 0.3)
+
+
+def test_edge_and_feature_gates_take_their_own_learning_rates(small_csbm):
+    from gnnprune.training import make_optimizer
+
+    torch.manual_seed(0)
+    model = GCN(small_csbm.num_features, 16, small_csbm.num_classes)
+    pruner = CoPruner(model, small_csbm, learn_edge_weights=True, learn_feature_gates=True)
+    shared = make_optimizer(model, pruner, TrainConfig(gate_lr=0.1)).param_groups[-1]
+    assert shared["lr"] == 0.1 and len(shared["params"]) == 2  # one group, as before
+    split = make_optimizer(model, pruner, TrainConfig(gate_lr=0.1, feature_gate_lr=0.0)).param_groups[-2:]
+    assert [(g["params"][0] is pruner.edge_logit, g["lr"]) for g in split] == [(True, 0.1), (False, 0.0)]
+    assert TrainConfig(lr=0.02, edge_gate_lr=0.3).gate_lrs() == (0.3, 0.02)
+    with pytest.raises(ValueError, match="feature_gate_lr must be >= 0"):
+        TrainConfig(feature_gate_lr=-1.0)
+    start = pruner.feature_gate.detach().clone()
+    train(model, small_csbm, pruner, CGP(CGPConfig(prune_start=2, prune_end=6, update_every=2),
+                                          PruneTargets(weights=0.5, edges=0.3, features=0.3)),
+          TrainConfig(epochs=10, gate_lr=0.1, feature_gate_lr=0.0), progress=False)
+    assert torch.equal(pruner.feature_gate.detach(), start)  # frozen at 1 (revived gates restart at 1)
+    live = pruner.engine.mask("edges")
+    assert not torch.allclose(pruner.edge_logit.detach()[live], torch.full((int(live.sum()),), 3.0))
