@@ -249,6 +249,10 @@ class CoPruner:
         loss.backward()
         return float(loss.detach())
 
+    def needs_probe(self, regrow_fraction: float) -> bool:
+        """Whether :meth:`update` needs a :meth:`probe`: to regrow, or to score fixed (unlearned) edges."""
+        return regrow_fraction > 0 or self.edge_logit is None
+
     def update(self, sparsity: PruneTargets, regrow_fraction: float = 0.0, probe: ProbeResult | None = None,
                optimizer: torch.optim.Optimizer | None = None,
                prune_scores: Mapping[str, Tensor] | None = None,

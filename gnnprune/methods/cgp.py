@@ -92,9 +92,7 @@ class CGP:
         if epoch not in self.steps:
             return
         regrow = self.regrow(epoch)
-        # the probe scores dead entries for regrowth (and live edges when their weights are not learned)
-        needs_probe = regrow > 0 or run.pruner.edge_logit is None
-        probe = run.pruner.probe(run.train_loss) if needs_probe else None
+        probe = run.pruner.probe(run.train_loss) if run.pruner.needs_probe(regrow) else None
         targets = PruneTargets(**{part: schedule(epoch) for part, schedule in self.sparsity.items()})
         report = run.pruner.update(targets, regrow, probe, run.optimizer,
                                    edge_ranking=self.config.edge_ranking, feature_score=self.config.feature_score)
