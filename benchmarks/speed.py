@@ -371,8 +371,8 @@ def summarize(results: dict, args) -> dict:
         drift slower than one round, which the ratio of two medians is not."""
         return _median([a / b for a, b in zip(numerators, denominators)])
 
-    def inference_ratio(model, keep, key="inference_s"):
-        times = paired_times(model, key)
+    def ratio_to_all_edges(task, keep, key="inference_s"):
+        times = paired_times(task, key)
         return paired_ratio(times.get(keep, []), times.get("1.0", []))
 
     dense = med("dense_gcn", "epoch_s")
@@ -397,11 +397,11 @@ def summarize(results: dict, args) -> dict:
     ratios["cgp_run_over_dense_run"] = sum(whole.get("cgp_epoch_s", [])) / sum(whole.get("dense_epoch_s", [])) \
         if whole.get("dense_epoch_s") else float("nan")
     for model in INFERENCE_MODELS:
-        ratios[f"{model}_inference_20pct_edges_over_dense"] = inference_ratio(model, "0.2")
-        ratios[f"{model}_inference_no_edges_over_dense"] = inference_ratio(model, "0.0")
+        ratios[f"{model}_inference_20pct_edges_over_dense"] = ratio_to_all_edges(model, "0.2")
+        ratios[f"{model}_inference_no_edges_over_dense"] = ratio_to_all_edges(model, "0.0")
     ratios["dropout_ours_over_torch"] = med("dropout", "ours_s") / med("dropout", "torch_s")
-    ratios["propagation_20pct_edges_over_dense"] = inference_ratio("propagation", "0.2", "propagation_s")
-    ratios["propagation_no_edges_over_dense"] = inference_ratio("propagation", "0.0", "propagation_s")
+    ratios["propagation_20pct_edges_over_dense"] = ratio_to_all_edges("propagation", "0.2", "propagation_s")
+    ratios["propagation_no_edges_over_dense"] = ratio_to_all_edges("propagation", "0.0", "propagation_s")
     return {
         "command": "python -m benchmarks.speed " + " ".join(sys.argv[1:]),
         "graph": QUICK if args.quick else ARXIV,
