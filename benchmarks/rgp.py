@@ -24,6 +24,9 @@ from cnn_bridge.train import TrainConfig
 from gnnprune.io import atomic_write_bytes, atomic_write_json
 from gnnprune.machine import load_average, load_note
 
+#: The read-only data folder beside a checkout of this repository, if there is one.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 VARIANTS = ("dense", "rgp", "random-regular", "random-element")
 
 
@@ -41,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-root", type=Path)
+    p.add_argument("--data-root", type=Path, default=SHARED_DATA if SHARED_DATA.is_dir() else None,
+                   help="folder holding cifar10/cifar10-jpeg.tar.gz (default: ../shared/data when it exists)")
     p.add_argument("--out", type=Path, default=Path("results/rgp"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/rgp.json")
     p.add_argument("--render", action="store_true",

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=_non_negative_int, default=0)
     seeds.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2,3,4 (adds mean ± std)")
     p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, the embedded Cora/CiteSeer)")
     p.add_argument("--download", action="store_true",
                    help="download a public data set that is under no data root (needs a network)")
     g = p.add_argument_group("model (defaults: the model's usual hyperparameters)")
@@ -399,7 +399,7 @@ def _add_cnn_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> Non
     p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, the embedded Cora/CiteSeer)")
     p.add_argument("--threads", type=_positive_int, help=threads_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -1,29 +1,13 @@
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from gnnprune.data import GraphData, load_dataset
 from gnnprune.data.synthetic import CSBMConfig, csbm
-from gnnprune.graph import EdgeSet
+from helpers import tiny_graph
 
 torch.set_num_threads(2)
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_graph(num_features: int = 3, seed: int = 0) -> GraphData:
-    """6 nodes, 7 undirected edges, two classes; hand-built."""
-    g = torch.Generator().manual_seed(seed)
-    edges = torch.tensor([[0, 0, 1, 2, 3, 3, 4],
-                          [1, 2, 2, 3, 4, 5, 5]])
-    n = 6
-    x = torch.randn(n, num_features, generator=g)
-    y = torch.tensor([0, 0, 0, 1, 1, 1])
-    train = torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.bool)
-    val = torch.tensor([0, 1, 0, 0, 1, 0], dtype=torch.bool)
-    test = torch.tensor([0, 0, 1, 0, 0, 1], dtype=torch.bool)
-    return GraphData("tiny", x, EdgeSet(edges, n), y, train, val, test, num_classes=2)
 
 
 @pytest.fixture
@@ -39,10 +23,7 @@ def small_csbm() -> GraphData:
 
 @pytest.fixture(scope="session")
 def cora() -> GraphData:
-    try:
-        return load_dataset("cora", os.environ.get("GNNPRUNE_DATA"))
-    except FileNotFoundError as exc:  # pragma: no cover - data ships beside the repo
-        pytest.skip(str(exc))
+    return load_dataset("cora", os.environ.get("GNNPRUNE_DATA"))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -13,7 +13,7 @@ import torch
 
 from gnnprune.checkpoint import TrainingInterrupted
 from gnnprune.cli import main
-from tests.conftest import REPO
+from helpers import REPO
 
 
 def _cli(args, cwd=None, env=None):
@@ -65,13 +65,23 @@ def test_missing_data_names_the_paths_tried(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    result = _cli(["prune", "--dataset", "citeseer", "--data-root", str(empty), "--out", str(out)],
+    result = _cli(["prune", "--dataset", "ogbn-arxiv", "--data-root", str(empty), "--out", str(out)],
                   cwd=tmp_path, env={"GNNPRUNE_DATA": ""})
     assert result.returncode == 2
     line = result.stderr.strip()
-    assert "citeseer" in line and str(empty / "Planetoid" / "CiteSeer" / "raw") in line
-    assert "shared/data/Planetoid/CiteSeer/raw" in line
+    assert "\n" not in line and "ogbn-arxiv" in line and str(empty / "ogbn_arxiv") in line
     assert not out.exists()
+
+
+def test_embedded_data_when_no_root_holds_it(tmp_path):
+    """A data root without Cora falls through to the copy shipped with the package."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _cli(["prune", "--dataset", "cora", "--data-root", str(empty), "--epochs", "2", "--no-progress",
+                   "--out", str(tmp_path / "out")], cwd=tmp_path, env={"GNNPRUNE_DATA": "", "GNNPRUNE_CACHE": ""})
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "data").exists()
+    assert (empty / "cache" / "Planetoid" / "Cora" / "processed").is_dir()
 
 
 def test_help_documents_the_options():
@@ -385,7 +395,7 @@ def test_bad_input(case, tmp_path, prepared_runs, capsys):
     shutil.copytree(prepared_runs / "done", places["done"])
     if isinstance(prepare, tuple):
         raw = places["data"] / "Planetoid" / "Cora" / "raw"
-        shutil.copytree(REPO.parent / "shared" / "data" / "Planetoid" / "Cora" / "raw", raw)
+        shutil.copytree(REPO / "data" / "Planetoid" / "Cora" / "raw", raw)
         for file in raw.iterdir():
             file.chmod(0o644)
         prepare[1](places["data"])

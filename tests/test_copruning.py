@@ -6,7 +6,7 @@ from gnnprune.copruning import EDGES, FEATURES, CoPruner, PruneTargets, WeightGr
 from gnnprune.graph import MaskedGraph
 from gnnprune.masks import kept_count
 from gnnprune.nn import GCN
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _loss(data):

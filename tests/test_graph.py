@@ -3,7 +3,7 @@ import torch
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from gnnprune.graph import EdgeSet, MaskedGraph
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def test_from_edge_index_collapses_directions_duplicates_and_self_loops():

@@ -12,7 +12,7 @@ from gnnprune.methods import CGP, CGPConfig, Dense
 from gnnprune.minibatch import MiniBatchConfig, MiniBatchCoPruner, neighbor_batches, random_node_batches, train_minibatch
 from gnnprune.nn import build_model
 from gnnprune.training import TrainConfig, train
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def test_random_node_batches_are_induced_subgraphs_of_the_pool():

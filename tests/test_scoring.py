@@ -6,7 +6,7 @@ from gnnprune.features import NodeFeatures
 from gnnprune.masks import lowest
 from gnnprune.nn import GCN
 from gnnprune.scoring import endpoint_rank
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 # a star 0-{1, 2, 3} and a tail 3-4; edge (3, 4) has the lowest score of all
 STAR_EDGES = torch.tensor([[0, 0, 0, 3],

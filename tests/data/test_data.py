@@ -1,8 +1,11 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from gnnprune.data import CSBMConfig, DataNotFoundError, csbm, data_roots, load_dataset, parse_synthetic
-from gnnprune.data.paths import find
+from gnnprune.data.paths import cache_dir, embedded_data_root, find, user_cache_dir
 
 
 def test_cora_and_citeseer_public_split(cora):
@@ -34,9 +37,10 @@ def test_parse_synthetic():
 
 
 def test_data_root_order(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GNNPRUNE_DATA", str(tmp_path / "env"))
     roots = [str(p) for p in data_roots(tmp_path / "arg")]
-    assert roots == [str(tmp_path / "arg"), str(tmp_path / "env"), "data", "../shared/data"]
+    assert roots == [str(tmp_path / "arg"), str(tmp_path / "env"), "data", str(embedded_data_root())]
     found = tmp_path / "env" / "Planetoid" / "Cora" / "raw"
     found.mkdir(parents=True)
     (found / "probe").write_text("")
@@ -76,3 +80,39 @@ def test_concurrent_first_loads_into_a_fresh_cache_all_succeed(tmp_path, cora):
     outputs = [p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {f"2708 5278 {float(cora.x.sum())}"}
+
+
+def test_embedded_copy_holds_cora_and_citeseer():
+    root = embedded_data_root()
+    assert root is not None
+    for name in ("Cora", "CiteSeer"):
+        raw = root / "Planetoid" / name / "raw"
+        assert sorted(p.name.split(".", 2)[-1] for p in raw.iterdir()) == [
+            "allx", "ally", "graph", "test.index", "tx", "ty", "x", "y"]
+
+
+def test_cache_dir_order(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GNNPRUNE_DATA", raising=False)
+    monkeypatch.delenv("GNNPRUNE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == user_cache_dir() == tmp_path / "xdg" / "gnnprune"  # no ./data here
+    (tmp_path / "data").mkdir()
+    assert cache_dir() == Path("data") / "cache"
+    assert cache_dir(tmp_path / "root") == tmp_path / "root" / "cache"
+    monkeypatch.setenv("GNNPRUNE_CACHE", str(tmp_path / "mine"))
+    assert cache_dir(tmp_path / "root") == tmp_path / "mine"
+
+
+def test_cache_dir_skips_a_read_only_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GNNPRUNE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only and real_access(path, mode))
+    assert cache_dir(read_only) == tmp_path / "xdg" / "gnnprune"
+    monkeypatch.setenv("GNNPRUNE_CACHE", str(read_only / "cache"))
+    with pytest.raises(PermissionError, match="GNNPRUNE_CACHE"):
+        cache_dir()

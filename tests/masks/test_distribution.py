@@ -10,7 +10,7 @@ from gnnprune.copruning import CoPruner, PruneTargets, WeightGranularity
 from gnnprune.masks import WeightDistribution, kept_count, kept_per_tensor
 from gnnprune.nn import GCN
 from gnnprune.schedules import CubicSparsity
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 ERK = WeightDistribution.ERK
 

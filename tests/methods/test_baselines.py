@@ -14,7 +14,7 @@ from gnnprune.methods import CGPConfig, UGSConfig, fit_ugs
 from gnnprune.methods import ugs as ugs_module
 from gnnprune.nn import GCN
 from gnnprune.training import TrainConfig
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 TARGETS = PruneTargets(weights=0.7, edges=0.4, features=0.5)
 TRAIN = TrainConfig(epochs=12, lr=0.01, seed=0)

@@ -6,7 +6,7 @@ from gnnprune.graph import MaskedGraph
 from gnnprune.macs import gcn_operator_entries
 from gnnprune.nn import MODELS, build_model
 from gnnprune.nn.appnp import APPNP, PPRPropagation
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _mlp(model: APPNP, x: torch.Tensor) -> torch.Tensor:

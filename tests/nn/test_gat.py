@@ -7,7 +7,7 @@ from gnnprune.copruning import EDGES, CoPruner
 from gnnprune.graph import EdgeSet, MaskedGraph
 from gnnprune.nn import build_model
 from gnnprune.nn.gat import GAT, GATConv
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _copy_to_pyg(conv: GATConv, pyg: PygGATConv) -> None:

@@ -4,7 +4,7 @@ from torch_geometric.nn import GCNConv as PygGCNConv
 
 from gnnprune.graph import MaskedGraph
 from gnnprune.nn import GCN
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 @pytest.mark.parametrize("in_channels,out_channels", [(5, 3), (3, 7)])  # transform first / propagate first

@@ -9,7 +9,7 @@ from gnnprune.graph import MaskedGraph
 from gnnprune.macs import gcn_operator_entries
 from gnnprune.nn import build_model
 from gnnprune.nn.gcn2 import GCN2Conv, GCNII
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _model(in_channels=3, hidden=8, out=2, layers=4, seed=0, **kwargs):

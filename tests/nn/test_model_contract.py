@@ -16,7 +16,7 @@ from gnnprune.masks import kept_count
 from gnnprune.methods import CGP, CGPConfig
 from gnnprune.nn import MODELS, build_model
 from gnnprune.training import TrainConfig, train
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 NAMES = sorted(MODELS)
 #: small shapes: (hidden, layers); deep models keep enough depth to exercise their residuals

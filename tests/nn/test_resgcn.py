@@ -7,7 +7,7 @@ from gnnprune.graph import EdgeSet, MaskedGraph
 from gnnprune.macs import gcn_operator_entries
 from gnnprune.nn import build_model
 from gnnprune.nn.resgcn import ResGCN
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 NORMS = ("layer", "batch", "none")
 

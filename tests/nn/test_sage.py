@@ -7,7 +7,7 @@ from gnnprune.copruning import EDGES, FEATURES, CoPruner
 from gnnprune.graph import MaskedGraph
 from gnnprune.nn import build_model
 from gnnprune.nn.sage import GraphSAGE, SAGEConv
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _copy_to_pyg(conv: SAGEConv, pyg: PygSAGEConv) -> None:

@@ -6,7 +6,7 @@ from gnnprune.graph import EdgeSet, MaskedGraph
 from gnnprune.macs import gcn_operator_entries
 from gnnprune.nn import MODELS, build_model
 from gnnprune.nn.sgc import SGC
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 
 def _pyg_copy(model: SGC) -> SGConv:
