@@ -13,7 +13,7 @@ flags. Writes ``OUT/``:
 UGS is iterative: its levels share one trajectory per (data set, model, seed), and a level's
 cost counts every round up to it plus its own ticket run.
 
-    python -m benchmarks.gnn --config benchmarks/configs/planetoid.toml --out results/planetoid
+    python -m benchmarks.gnn --config benchmarks/configs/planetoid.toml --out results/planetoid-baselines
     python -m benchmarks.gnn --config benchmarks/configs/smoke.toml --out /tmp/smoke      # seconds
     python -m benchmarks.gnn --config ... --out ... --report-only     # re-aggregate only
 """
