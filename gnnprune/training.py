@@ -39,7 +39,7 @@ class TrainConfig:
         edge_gate_lr, feature_gate_lr: learning rate of the edge logits / of the feature gates
             alone (default: ``gate_lr``). Freezing the feature gates while the edge weights learn
             takes GCNII on CiteSeer from 3.74 to 0.28 points below dense at 0.8 / 0.3 / 0.3
-            (``results/zoo.md``); on Cora the same model needs them learned.
+            (``results/model-zoo/``); on Cora the same model needs them learned.
     """
 
     epochs: int = 200

@@ -20,7 +20,7 @@ class CGPConfig:
             at ``prune_end``).
         edge_ranking: how live edges are compared when pruning (:class:`EdgeRanking`). ``local``
             (default) removes each node's weakest edges; ``global`` the graph's weakest
-            (the comparison on Cora and CiteSeer is in ``results/zoo.md``).
+            (the comparison on Cora and CiteSeer is in ``results/pruning-rules/``).
         feature_score: how live feature columns are scored (:class:`FeatureScore`): by their
             contribution over all nodes (default) or by gate and weight magnitude alone.
         edge_prior: strength :math:`\\lambda` of a pull of every edge logit :math:`l_e` towards its

@@ -25,12 +25,12 @@ class ModelSpec:
         weight_distribution: how the ``gnnprune`` command spreads a weight target over the
             weight tensors when ``--weight-distribution`` is not given (UGS: always uniform).
             ERK for GAT and APPNP: measured better at 0.8 and 0.98 weight sparsity on Cora and
-            CiteSeer (``results/erk.md``, ``results/zoo.md``).
+            CiteSeer (``results/weight-distribution/``, ``results/model-zoo/``).
         edge_prior: CGP's pull of the edge logits towards their start
             (:attr:`~gnnprune.methods.CGPConfig.edge_prior`) when ``--edge-prior`` is not given.
             1e-4 for GCNII, whose 16 layers reuse every edge weight and rewire the graph around
             the labels without it; 0 elsewhere (APPNP lost 1.12 points with it). Measurements in
-            ``results/zoo.md``.
+            ``results/model-zoo/``.
     """
 
     target: str
