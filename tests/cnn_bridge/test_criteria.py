@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnn_bridge.criteria import CRITERIA, LayerView, central, chip, clp, clp_flagged, entropy, fsm, get_criterion, hrank, l1
-from cnn_bridge.criteria.central import compensate, eliminate
+from cnn_bridge.criteria.central import compensate, eliminate, similarity
 from cnn_bridge.criteria.fsm import expected_relu
 from cnn_bridge.criteria.sensitivity import fractions_within
 
@@ -95,6 +95,17 @@ def test_central_takes_the_first_of_two_pairs_tied_up_to_rounding(rounding):
     sim[1, 3] = sim[3, 1] = 1.0 + rounding
     scores = eliminate(sim)
     assert scores[2] == 0 and scores[3] == 1  # (0, 2) first whichever way rounding leans; later copies go
+
+
+def test_similarity_is_scale_free_and_zero_only_for_constant_channels():
+    torch.manual_seed(0)
+    features = torch.rand(4, 3, 5, 5)
+    features[:, 1] = features[:, 0] * 1e-14  # a faint copy is still a copy
+    features[:, 2] = 3.7
+    sim = similarity(features)
+    assert sim[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert sim[2].abs().sum() == 0 and sim[:, 2].abs().sum() == 0
+    assert torch.equal(sim, sim.T)
 
 
 def test_central_compensation_keeps_next_layer_output():
