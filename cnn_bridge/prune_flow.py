@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
-from gnnprune.masks import MaskEngine, SiteKind
+from gnnprune.masks import MaskEngine, SiteKind, relative_tolerance, tie_order
 
 from .adapters import WeightMasks, register_weight_site
 from .compact import PrunableLayer, architecture, compact, prunable_layers, save_compact
 from .counting import count_model, output_positions
-from .criteria import Criterion, LayerView
+from .criteria import TIE_RTOL, Criterion, LayerView
 from .criteria.central import compensate as central_compensate
 from .data import ImageData, normalise
 from .train import TrainConfig, evaluate, train
@@ -150,12 +150,17 @@ def score_layers(model: nn.Module, layers: Sequence[PrunableLayer], criterion: C
 
 
 def keep_lowest_pruned(scores: Tensor, fraction: float) -> Tensor:
-    """Bool ``[C]`` keeping all but the ``floor(fraction C)`` lowest scores (at least one kept;
-    ties go to the lower index)."""
+    """Bool ``[C]`` keeping all but the ``floor(fraction C)`` lowest scores (at least one kept).
+
+    Scores within :data:`~cnn_bridge.criteria.TIE_RTOL` times the largest ``|score|`` are tied
+    (chained, see :mod:`gnnprune.masks.selection`) and go to the lower index first, so equal
+    scores computed along different paths are pruned in the same order on every CPU.
+    """
     c = scores.numel()
     n = min(int(math.floor(fraction * c + 1e-9)), c - 1)
     keep = torch.ones(c, dtype=torch.bool)
-    order = torch.sort(scores, stable=True).indices
+    values = scores.detach().double()
+    order = tie_order(values, relative_tolerance(values, TIE_RTOL))
     keep[order[:n]] = False
     return keep
 
@@ -251,7 +256,9 @@ def sensitivity_fractions(macs: MacModel, drops: dict[str, list[float]], fractio
     increasing accuracy drop (ties: smaller fraction first, then model order), each raising its
     layer's fraction, until the MACs are at most ``(1 - reduction)`` dense. This is the tolerance
     rule of :func:`~cnn_bridge.criteria.sensitivity.fractions_within` at the smallest tolerance that
-    meets the target, with ties broken so that equally harmless cuts are spread over layers.
+    meets the target, with ties broken so that equally harmless cuts are spread over layers. Drops
+    are compared exactly: each is a difference of accuracies counted on the same images, so equal
+    counts give equal floats.
 
     Returns:
         ``(fractions, tolerance)``, the tolerance being the drop of the last candidate taken.

@@ -17,14 +17,30 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
 
 
+def mean_ranks(scores: Tensor) -> Tensor:
+    """1-based rank of each entry within its column of ``scores`` ``[n, T]``; equal entries share
+    the mean of their ranks. Float64, same shape."""
+    values, order = torch.sort(scores, dim=0, stable=True)
+    n = values.size(0)
+    position = torch.arange(1, n + 1, dtype=torch.float64).unsqueeze(1).expand_as(values)
+    changes = values[1:] != values[:-1]
+    starts = torch.cat([torch.ones_like(changes[:1]), changes])
+    ends = torch.cat([changes, torch.ones_like(changes[:1])])
+    first = torch.where(starts, position, 0.0).cummax(0).values
+    last = torch.where(ends, position, n + 1.0).flip(0).cummin(0).values.flip(0)
+    return torch.empty(values.shape, dtype=torch.float64).scatter_(0, order, (first + last) / 2)
+
+
 def rocauc(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     """Mean over tasks of the ROC-AUC of ``logits[:, t]`` against 0/1 ``y[:, t]`` on ``mask`` nodes.
 
     Rank form (Mann-Whitney), :math:`\\mathrm{AUC} = (\\sum_{i \\in +} r_i - n_+(n_+ + 1)/2) / (n_+ n_-)`;
-    tasks with a single class on ``mask`` are skipped, as in the OGB Evaluator. Ties are not averaged.
+    tasks with a single class on ``mask`` are skipped, as in the OGB Evaluator. Equal scores share
+    their mean rank (a tied positive-negative pair counts one half, as in the OGB Evaluator), so the
+    value does not depend on how a sort orders them.
     """
     scores, target = logits[mask].double(), y[mask].double()
-    ranks = scores.argsort(0).argsort(0).double() + 1
+    ranks = mean_ranks(scores)
     positives = target.sum(0)
     negatives = target.size(0) - positives
     valid = (positives > 0) & (negatives > 0)

@@ -116,6 +116,14 @@ def endpoint_rank(edges: Tensor, num_nodes: int, scores: Tensor, live: Tensor) -
     (far from the labelled nodes, gradients and learned edge weights barely move), and it
     spares a node's last edge longest: its percentile there is 1.
 
+    Ties are exact, and the ranks are the same on every CPU: ``scores`` are compared exactly
+    (ties by edge index), as :func:`~gnnprune.masks.lowest` does, since they are training
+    results whose last bits already depend on the machine; the percentiles are quotients of
+    whole numbers and their means one addition and a halving, each correctly rounded (IEEE 754),
+    with no reduction whose order could vary. Two means equal as fractions but made of different
+    ones (``(1 + 1/3) / 2`` and ``(1/2 + 5/6) / 2``) can differ in the last bit and are then
+    ordered by it rather than by the global score, identically everywhere.
+
     Args:
         edges: ``[2, E]`` long, the undirected edges ``(u, v)``.
         num_nodes: number of nodes.

@@ -1,5 +1,7 @@
-"""Filter-pruning criteria on one protocol: ``scores = criterion(view)``, one score per output
-channel of the :class:`LayerView`'s convolution, low = pruned first.
+"""Filter-pruning criteria on one protocol: ``scores = criterion(view)``, one float64 score per
+output channel of the :class:`LayerView`'s convolution, low = pruned first. Scores of one layer
+within :data:`TIE_RTOL` of its largest ``|score|`` are ties, broken by channel index (see
+:func:`cnn_bridge.prune_flow.keep_lowest_pruned`).
 
 Data-free: ``l1``, ``clp``, ``fsm``. Data-driven (need ``view.features``): ``hrank``, ``chip``,
 ``central``, ``entropy``. ``sensitivity`` scores within a layer like L1; its per-layer fractions come
@@ -19,7 +21,7 @@ from .fsm import fsm
 from .hrank import hrank
 from .l1 import l1
 from .sensitivity import sensitivity
-from .view import LayerView
+from .view import TIE_RTOL, LayerView
 
 Criterion = Callable[[LayerView], Tensor]
 
@@ -38,5 +40,5 @@ def get_criterion(name: str) -> Criterion:
         raise ValueError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}") from None
 
 
-__all__ = ["CRITERIA", "DATA_DRIVEN", "Criterion", "LayerView", "central", "chip", "clp", "clp_flagged", "entropy",
+__all__ = ["CRITERIA", "DATA_DRIVEN", "Criterion", "LayerView", "TIE_RTOL", "central", "chip", "clp", "clp_flagged", "entropy",
            "fsm", "get_criterion", "hrank", "l1", "sensitivity"]

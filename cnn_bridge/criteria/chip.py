@@ -25,4 +25,4 @@ def chip(view: LayerView) -> Tensor:
         without = matrices.clone()
         without[:, channel] = 0
         scores[channel] = (full - torch.linalg.matrix_norm(without, ord="nuc")).mean()
-    return scores.float()
+    return scores

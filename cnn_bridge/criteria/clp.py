@@ -20,7 +20,7 @@ def channel_lipschitz(view: LayerView) -> Tensor:
     scale, _ = bn_scale_shift(view)
     w = view.conv.weight.detach()
     folded = (w * scale.view(-1, 1, 1, 1)).reshape(w.shape[0], w.shape[1], -1)
-    return torch.linalg.matrix_norm(folded.double(), ord=2).float()
+    return torch.linalg.matrix_norm(folded.double(), ord=2)
 
 
 def clp(view: LayerView) -> Tensor:

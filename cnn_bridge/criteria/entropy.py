@@ -18,4 +18,4 @@ def entropy(view: LayerView, bins: int = 16) -> Tensor:
     counts = torch.zeros(bins, pooled.shape[1], dtype=torch.float64).scatter_add_(0, index, torch.ones_like(pooled))
     p = counts / pooled.shape[0]
     scores = -(p * torch.log(p.clamp_min(1e-300))).sum(0)
-    return torch.where(high - low > 1e-12, scores, torch.zeros_like(scores)).float()
+    return torch.where(high - low > 1e-12, scores, torch.zeros_like(scores))

@@ -31,8 +31,8 @@ def fsm(view: LayerView) -> Tensor:
     """Scores ``[C]``; needs a batch norm and at least one consumer."""
     if view.bn is None or not view.consumers:
         raise ValueError(f"fsm needs a batch norm and a next layer after {view.name!r}")
-    expected = expected_relu(view.bn.bias.detach(), view.bn.weight.detach().abs())
-    shift = torch.zeros(view.channels)
+    expected = expected_relu(view.bn.bias.detach().double(), view.bn.weight.detach().abs().double())
+    shift = torch.zeros(view.channels, dtype=torch.float64)
     for w in view.consumer_weights():
-        shift += w.sum(2).pow(2).sum(0)
+        shift += w.double().sum(2).pow(2).sum(0)
     return expected * shift.sqrt()

@@ -11,4 +11,4 @@ from .view import LayerView
 def hrank(view: LayerView) -> Tensor:
     """Scores ``[C]`` from ``view.features`` ``[N, C, H, W]``; low-rank maps are pruned first."""
     features = view.require_features("hrank")
-    return torch.linalg.matrix_rank(features.double()).double().mean(0).float()
+    return torch.linalg.matrix_rank(features.double()).double().mean(0)

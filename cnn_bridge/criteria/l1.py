@@ -8,5 +8,5 @@ from .view import LayerView
 
 def l1(view: LayerView) -> Tensor:
     """Scores ``[C]``; small filters are pruned first."""
-    w = view.conv.weight.detach()
+    w = view.conv.weight.detach().double()
     return w.abs().reshape(w.shape[0], -1).sum(1)

@@ -6,6 +6,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+TIE_RTOL = 1e-9
+"""Relative tolerance under which two float64 criterion scores of one layer are tied.
+
+Scores that agree to nine significant digits are taken to be one score computed along
+different paths (summation orders, BLAS kernels that differ between CPUs, whose rounding is
+near 1e-16 relative); ties are broken by channel index, so a ranking is the same on every CPU.
+"""
+
 
 @dataclass(frozen=True)
 class LayerView:

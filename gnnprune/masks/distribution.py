@@ -71,7 +71,13 @@ def _erk_densities(shapes, sizes, total: int) -> dict[str, float]:
 
 
 def _integer_counts(densities: Mapping[str, float], sizes: Mapping[str, int], total: int) -> dict[str, int]:
-    """Round ``density * size`` down, then hand the remainder to the largest fractional parts."""
+    """Round ``density * size`` down, then hand the remainder to the largest fractional parts.
+
+    Fractional parts are compared exactly, ties by name: every number here is a Python float
+    computed from integer shapes by the same sequence of IEEE 754 operations (no library
+    reduction, no vector kernel), so the counts are the same on every CPU, and tensors of equal
+    shape and size get bitwise equal parts.
+    """
     exact = {name: min(densities[name], 1.0) * sizes[name] for name in sizes}
     counts = {name: min(int(math.floor(value)), sizes[name]) for name, value in exact.items()}
     remainder = total - sum(counts.values())

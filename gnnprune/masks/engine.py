@@ -15,7 +15,8 @@ class MaskEngine:
 
     The engine never touches a model or an optimizer: callers read masks from it and apply
     them. ``prune`` and ``grow`` are exact (they change exactly ``n`` entries or raise) and
-    deterministic (ties broken by index).
+    deterministic (ties broken by index; exact ties unless a ``tolerance`` is given, see
+    :func:`~gnnprune.masks.selection.lowest`).
 
     Example::
 
@@ -74,26 +75,32 @@ class MaskEngine:
         return 1.0 - self.density(name, kind)
 
     # changes ------------------------------------------------------------------------------
-    def prune(self, name: str, n: int, scores: Tensor) -> Tensor:
-        """Kill exactly ``n`` live entries with the lowest scores; returns their flat indices."""
+    def prune(self, name: str, n: int, scores: Tensor, tolerance: float = 0.0) -> Tensor:
+        """Kill exactly ``n`` live entries with the lowest scores; returns their flat indices.
+
+        Args:
+            tolerance: relative tolerance under which scores are tied (see :func:`lowest`).
+        """
         site = self.site(name)
         self._check_scores(site, scores)
-        index = lowest(scores, site.mask, n)
+        index = lowest(scores, site.mask, n, tolerance)
         site.mask.view(-1)[index] = False
         return index
 
-    def grow(self, name: str, n: int, scores: Tensor, eligible: Tensor | None = None) -> Tensor:
+    def grow(self, name: str, n: int, scores: Tensor, eligible: Tensor | None = None,
+             tolerance: float = 0.0) -> Tensor:
         """Revive exactly ``n`` dead entries with the highest scores; returns their flat indices.
 
         Args:
             eligible: optional bool mask; only dead entries that are also eligible may revive.
+            tolerance: relative tolerance under which scores are tied (see :func:`highest`).
         """
         site = self.site(name)
         self._check_scores(site, scores)
         dead = ~site.mask
         if eligible is not None:
             dead = dead & eligible.reshape(site.mask.shape).bool()
-        index = highest(scores, dead, n)
+        index = highest(scores, dead, n, tolerance)
         site.mask.view(-1)[index] = True
         return index
 

@@ -196,6 +196,7 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
         pruner.load_state_dict(result.pruner_state)
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
         scores[FEATURES] = pruner.feature_gate.detach().abs()
+        # exact ranking, ties by index (gnnprune.masks.lowest): the masks are training results
         report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
     finally:
         detach_weight_masks(model, names)

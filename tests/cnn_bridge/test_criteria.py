@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnn_bridge.criteria import CRITERIA, LayerView, central, chip, clp, clp_flagged, entropy, fsm, get_criterion, hrank, l1
-from cnn_bridge.criteria.central import compensate
+from cnn_bridge.criteria.central import compensate, eliminate, similarity
 from cnn_bridge.criteria.fsm import expected_relu
 from cnn_bridge.criteria.sensitivity import fractions_within
 
@@ -60,9 +60,52 @@ def test_duplicate_channel_is_removed_first(criterion):
 
 def test_central_drops_the_later_duplicate_and_ranks_all():
     view, _ = duplicate_layer()
-    scores = central(view)
-    assert int(scores.argmin()) == 3
-    assert sorted(scores.tolist()) == [0.0, 1.0, 2.0, 3.0]
+    # 3 (the later copy of 1) first; then of the pair (0, 2), 2 is less central by about 2e-4;
+    # then 0 and 1 are equally central and the later one goes
+    assert central(view).tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+def _two_copies(rounding: float) -> torch.Tensor:
+    """Similarity of four channels where 3 is a copy of 1, with channel 1's similarity to 0 moved by
+    ``rounding``: what summing the same numbers in another order does to one centrality. The
+    other entries are dyadic, so every sum of them is exact in any order."""
+    sim = torch.tensor([[1.0, -0.375, 0.125, -0.375],
+                        [-0.375, 1.0, 0.25, 1.0],
+                        [0.125, 0.25, 1.0, 0.25],
+                        [-0.375, 1.0, 0.25, 1.0]], dtype=torch.float64)
+    sim[0, 1] = sim[1, 0] = -0.375 + rounding
+    return sim
+
+
+@pytest.mark.parametrize("rounding", [-1e-15, 0.0, 1e-15])
+def test_central_drops_the_later_copy_whichever_way_rounding_leans(rounding):
+    sim = _two_copies(rounding)
+    centrality = sim.clone().fill_diagonal_(0).sum(1)
+    # channel 1 is less central, as central as, or more central than its copy 3 in float64
+    assert torch.sign(centrality[1] - centrality[3]) == math.copysign(1.0, rounding) * (rounding != 0)
+    scores = eliminate(sim)
+    assert scores[3] == 0 and scores[1] > 0  # the later copy goes first every time
+
+
+@pytest.mark.parametrize("rounding", [-1e-15, 1e-15])
+def test_central_takes_the_first_of_two_pairs_tied_up_to_rounding(rounding):
+    # two pairs of copies, (0, 2) and (1, 3); the similarity of the later pair is moved by rounding
+    sim = torch.full((4, 4), 0.1, dtype=torch.float64)
+    sim[0, 2] = sim[2, 0] = 1.0
+    sim[1, 3] = sim[3, 1] = 1.0 + rounding
+    scores = eliminate(sim)
+    assert scores[2] == 0 and scores[3] == 1  # (0, 2) first whichever way rounding leans; later copies go
+
+
+def test_similarity_is_scale_free_and_zero_only_for_constant_channels():
+    torch.manual_seed(0)
+    features = torch.rand(4, 3, 5, 5)
+    features[:, 1] = features[:, 0] * 1e-14  # a faint copy is still a copy
+    features[:, 2] = 3.7
+    sim = similarity(features)
+    assert sim[0, 1] == pytest.approx(1.0, abs=1e-12)
+    assert sim[2].abs().sum() == 0 and sim[:, 2].abs().sum() == 0
+    assert torch.equal(sim, sim.T)
 
 
 def test_central_compensation_keeps_next_layer_output():
@@ -75,6 +118,22 @@ def test_central_compensation_keeps_next_layer_output():
     compensate(view, keep)
     assert torch.allclose(consumer(masked), before, atol=1e-5)
     assert not torch.allclose(untouched(masked), before, atol=1e-3)  # removal alone changes it
+
+
+def test_central_compensation_folds_into_the_first_of_tied_kept_copies():
+    torch.manual_seed(0)
+    x = torch.rand(8, 2, 5, 5) + 0.5
+    conv = nn.Conv2d(2, 4, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for out, source in enumerate((0, 0, 0, 1)):  # channels 0, 1, 2 are copies
+            conv.weight[out, source] = 1.0
+    view = view_of(conv, nn.BatchNorm2d(4), x, [nn.Conv2d(4, 3, 1)])
+    w = view.consumers[0].weight.detach().clone()
+    compensate(view, torch.tensor([True, True, False, True]))
+    after = view.consumers[0].weight.detach()
+    assert torch.allclose(after[:, 0], w[:, 0] + w[:, 2], atol=1e-6)  # into 0, the lower of two tied copies
+    assert torch.equal(after[:, 1], w[:, 1]) and torch.equal(after[:, 3], w[:, 3])
 
 
 def test_clp_flags_the_scaled_channel():

@@ -22,6 +22,13 @@ def test_keep_lowest_pruned_removes_floor_fraction_and_keeps_one():
     assert keep_lowest_pruned(scores, 0.99).tolist() == [True, False, False, False]
 
 
+def test_keep_lowest_pruned_ties_scores_within_the_tolerance_by_index():
+    tied = torch.tensor([1.0 + 1e-12, 1.0, 5.0], dtype=torch.float64)  # equal but for rounding
+    assert keep_lowest_pruned(tied, 1 / 3).tolist() == [False, True, True]
+    apart = torch.tensor([1.0 + 1e-6, 1.0, 5.0], dtype=torch.float64)
+    assert keep_lowest_pruned(apart, 1 / 3).tolist() == [True, False, True]
+
+
 def test_mac_model_matches_masked_count_and_bisection_meets_target():
     model = build_model("resnet20")
     layers = prunable_layers(model, SHAPE)
@@ -96,13 +103,16 @@ def test_end_to_end_on_digits(tmp_path, criterion):
                             pretrain=TrainConfig(epochs=8, lr=0.05, batch_size=64, augment=False),
                             finetune=TrainConfig(epochs=2, lr=0.01, batch_size=64, augment=False),
                             latency_repeats=2)
-    record = run_prune(config, load_digits(), tmp_path, progress=False)
+    data = load_digits()
+    record = run_prune(config, data, tmp_path, progress=False)
     assert record["accuracy"]["dense"] >= 0.9
     assert record["accuracy"]["masked_after_finetune"] >= 0.9
     assert record["counts"]["macs"]["ratio"] <= 0.5
     assert record["compact_counts"]["macs"] == record["counts"]["macs"]["pruned"]
     assert record["compact_max_abs_diff"] <= 1e-5
-    assert record["accuracy"]["compact"] == record["accuracy"]["masked_after_finetune"]
+    # the compact model computes the masked one's outputs up to rounding (checked above): only a test
+    # image whose two top logits agree to within that rounding can change its prediction
+    assert abs(record["accuracy"]["compact"] - record["accuracy"]["masked_after_finetune"]) <= 1 / len(data.test_y)
     assert set(record["latency_s"]) == {"batch_1", "batch_64"}
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["status"] == "done"

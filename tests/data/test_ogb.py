@@ -7,7 +7,7 @@ import torch
 
 from gnnprune.data import DataNotFoundError, load_dataset, write_ogb_node_dataset
 from gnnprune.data.ogb import load_ogb_folder, ogb_master_meta
-from gnnprune.metrics import get_evaluator
+from gnnprune.metrics import get_evaluator, mean_ranks
 
 
 def _arxiv_like(folder):
@@ -112,6 +112,16 @@ def test_our_rocauc_agrees_with_the_ogb_evaluator():
     logits = torch.randn(50, 112, generator=g) + y
     mask = torch.ones(50, dtype=torch.bool)
     assert get_evaluator("rocauc")(logits, y, mask) == pytest.approx(get_evaluator("ogb:ogbn-proteins")(logits, y, mask))
+
+
+def test_our_rocauc_counts_tied_scores_as_the_ogb_evaluator_does():
+    g = torch.Generator().manual_seed(2)
+    y = (torch.rand(60, 8, generator=g) < 0.4).float()
+    logits = (torch.randn(60, 8, generator=g) + y).round()  # a handful of values: many ties across classes
+    mask = torch.ones(60, dtype=torch.bool)
+    ours = get_evaluator("rocauc")(logits, y, mask)
+    assert ours == pytest.approx(get_evaluator("ogb:ogbn-proteins")(logits.repeat(1, 14), y.repeat(1, 14), mask))
+    assert mean_ranks(torch.tensor([[2.0], [1.0], [2.0], [0.5]])).view(-1).tolist() == [3.5, 2.0, 3.5, 1.0]
 
 
 def test_cli_trains_a_multilabel_ogb_layout_with_the_official_evaluator(tmp_path, monkeypatch):

@@ -44,6 +44,11 @@ def test_erk_densities_follow_the_kernel_factor_when_nothing_saturates():
     assert density["c"] > density["a"] > density["b"]
 
 
+def test_erk_hands_a_tied_remainder_to_the_first_name():
+    # equal shapes get bitwise equal fractional parts (4.5 each): the odd entry goes by name, not by rounding
+    assert kept_per_tensor({"b": (3, 3), "a": (3, 3)}, 0.5, ERK) == {"a": 5, "b": 4}
+
+
 _shapes = st.dictionaries(st.sampled_from("abcdef"), st.tuples(st.integers(1, 300), st.integers(1, 300)),
                           min_size=1, max_size=6)
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from gnnprune.masks import MaskEngine, SiteKind, kept_count, prune_and_regrow
+from gnnprune.masks import (MaskEngine, SiteKind, highest, kept_count, lowest, prune_and_regrow, tie_groups, tie_order,
+                            tolerant_argmax)
 
 
 def _engine(n=10):
@@ -134,3 +135,42 @@ def test_regrowth_never_exceeds_budget_and_does_not_revive_just_swapped():
 def test_kept_count_validates():
     with pytest.raises(ValueError):
         kept_count(10, 1.5)
+
+
+def test_tolerance_ties_scores_within_it_and_breaks_them_by_index():
+    scores = torch.tensor([1.0 + 2e-12, 1.0, 1.0 + 1e-12, 3.0], dtype=torch.float64)
+    live = torch.ones(4, dtype=torch.bool)
+    assert lowest(scores, live, 2).tolist() == [1, 2]  # exact by default
+    assert lowest(scores, live, 2, tolerance=1e-9).tolist() == [0, 1]  # one tie group, index order
+    assert highest(scores, live, 2, tolerance=1e-9).tolist() == [3, 0]
+    engine = _engine(4)
+    assert engine.prune("w", 2, scores.view(2, 2), tolerance=1e-9).tolist() == [0, 1]
+    exact, tolerant = MaskEngine.from_state_dict(engine.state_dict()), engine
+    assert exact.grow("w", 1, -scores.view(2, 2)).tolist() == [1]  # -1.0 > -(1 + 2e-12)
+    assert tolerant.grow("w", 1, -scores.view(2, 2), tolerance=1e-9).tolist() == [0]
+
+
+def test_tolerance_keeps_the_order_of_scores_further_apart():
+    scores = torch.tensor([1.0 + 1e-6, 1.0, 2.0], dtype=torch.float64)
+    live = torch.ones(3, dtype=torch.bool)
+    assert lowest(scores, live, 1, tolerance=1e-9).tolist() == [1]
+    assert highest(scores, live, 2, tolerance=1e-9).tolist() == [2, 0]
+    # float32 scores one ulp apart are tied under a float32-sized tolerance only
+    close = torch.tensor([1.0 + 2 ** -23, 1.0])
+    assert lowest(close, torch.ones(2, dtype=torch.bool), 1).tolist() == [1]
+    assert lowest(close, torch.ones(2, dtype=torch.bool), 1, tolerance=1e-6).tolist() == [0]
+
+
+def test_tie_groups_chain_and_leave_infinities_exact():
+    atol = 1e-9
+    values = torch.tensor([1.0, 1.0 + 0.8e-9, 1.0 + 1.6e-9, 1.0 + 5e-9], dtype=torch.float64)
+    assert tie_groups(values, atol).tolist() == [0, 0, 0, 1]  # 1.0 and 1.0 + 1.6e-9 joined by the middle one
+    values = torch.tensor([float("-inf"), 2.0, float("-inf"), 1.0, float("inf")], dtype=torch.float64)
+    assert tie_groups(values, 1.0).tolist() == [0, 1, 0, 1, 2]
+    assert tie_order(values, 1.0).tolist() == [0, 2, 1, 3, 4]
+    assert tie_order(values, 1.0, descending=True).tolist() == [4, 1, 3, 0, 2]
+    assert tolerant_argmax(values, 1.0) == 4 and tolerant_argmax(values[:4], 1.0) == 1
+    # the relative tolerance is taken over finite scores: -inf (pruned-feature rows) stays first
+    assert lowest(values[:4], torch.ones(4, dtype=torch.bool), 3, tolerance=0.5).tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match="tolerance"):
+        lowest(values, torch.ones(5, dtype=torch.bool), 1, tolerance=-1.0)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gnnprune.graph import EdgeSet
-from gnnprune.masks import MaskEngine, SiteKind, kept_count, prune_and_regrow
+from gnnprune.masks import MaskEngine, SiteKind, kept_count, prune_and_regrow, tie_groups, tie_order, tolerant_argmax
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -158,3 +158,20 @@ def test_state_dict_round_trip_is_identity(sites, seed):
             assert torch.equal(copy.mask(site.name), site.mask) and copy.site(site.name).kind == site.kind
     assert all(restored.site(s.name).meta == s.meta for s in engine)
     assert restored.summary() == engine.summary()
+
+
+@PROPERTY
+@given(levels=st.lists(st.integers(-3, 3), min_size=1, max_size=40), seed=seeds, scale=st.floats(1e-3, 1e3))
+def test_scores_perturbed_below_the_tolerance_rank_like_their_exact_values(levels, seed, scale):
+    """Rounding-sized noise never changes a tolerant ranking: it equals the exact ranking of the
+    unperturbed scores (ties by index), and the tolerant arg-max is its first entry."""
+    exact = torch.tensor(levels, dtype=torch.float64) * scale
+    atol = 1e-9 * scale
+    noise = (torch.rand(exact.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 0.5) * atol / 2
+    noisy = exact + noise
+    assert torch.equal(tie_groups(noisy, atol), torch.unique(exact, return_inverse=True)[1])
+    for descending in (False, True):
+        expected = torch.sort(-exact if descending else exact, stable=True).indices
+        assert torch.equal(tie_order(noisy, atol, descending), expected)
+        assert torch.equal(tie_order(exact, 0.0, descending), expected)
+    assert tolerant_argmax(noisy, atol) == int(tie_order(noisy, atol, descending=True)[0]) == int(exact.argmax())
