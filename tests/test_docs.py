@@ -18,7 +18,7 @@ import shlex
 import pytest
 
 from gnnprune import cli
-from tests.conftest import REPO
+from helpers import REPO
 
 README = REPO / "README.md"
 CLI_DOC = REPO / "docs" / "cli.md"
