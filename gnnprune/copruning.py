@@ -324,8 +324,9 @@ class CoPruner:
         ``probe.feature_grad``; live edges by their effective weight ``sigmoid(logit)`` (by
         ``|grad|`` when not learned; compared per endpoint for :attr:`EdgeRanking.LOCAL`), dead
         ones by the descent score ``-d loss / d weight``;
-        live weights by magnitude, dead ones by gradient magnitude (RigL). Revived gates restart
-        at their initial value, revived weights at zero; their optimizer state is reset.
+        live weights by magnitude, dead ones by gradient magnitude (RigL); in unit mode whole
+        hidden units by the L2 norm of their weights (:meth:`_update_units`). Revived gates
+        restart at their initial value, revived weights at zero; their optimizer state is reset.
 
         Args:
             sparsity: target sparsity of each part.
@@ -393,8 +394,9 @@ class CoPruner:
         its gradient is zero too (a unit needs both ends to pass a signal): dead units of a
         group tie, and regrowth revives the lowest-numbered. A regrown unit starts from
         :func:`regrown_value` of each slice's role (fresh Glorot columns where it is
-        produced, zero where it is read), so the model's output is unchanged at regrowth
-        and the next steps train both ends.
+        produced, zero where it is read): nothing reads it yet, so the model's output is
+        unchanged at regrowth (but for the statistics of a norm layer it re-enters, as in
+        ResGCN), and the next steps train both ends.
         """
         if sparsity > 0 and not self.unit_groups:
             raise ValueError(f"{type(self.model).__name__} has no hidden units: unit pruning cannot remove "
