@@ -160,11 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cgp: score feature columns by |gate| x ||weight row|| x the column's L1 mass over all "
                         "nodes (contribution) or without that mass (magnitude)")
     g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
-                   help="prune single weights or whole output units of each layer")
+                   help="prune single weights, or whole hidden units (unit: a unit's column, bias and norm entries "
+                        "and the rows that read it, together; --weight-sparsity is then the fraction of hidden "
+                        "units removed; class outputs are never pruned)")
     g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
                    help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
                         "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
-                        "ugs: uniform)"),
+                        "ugs and unit: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
     g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
@@ -257,7 +259,8 @@ def _config_from_args(args: argparse.Namespace):
             targets=targets,
             weight_granularity=WeightGranularity(args.weight_structure),
             weight_distribution=WeightDistribution(args.weight_distribution) if args.weight_distribution
-            else (WeightDistribution.UNIFORM if method == "ugs" else spec.weight_distribution),
+            else (WeightDistribution.UNIFORM if method == "ugs" or args.weight_structure == "unit"
+                  else spec.weight_distribution),
             cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
                           regrow_fraction=args.regrow_fraction, edge_ranking=EdgeRanking(args.edge_ranking),
                           edge_prior=pick(args.edge_prior, spec.edge_prior),
@@ -375,12 +378,18 @@ def _check_model(config, data) -> None:
     """Build the model once, so bad --option values or sizes fail before anything is written."""
     from .nn import build_model
 
+    from .copruning import WeightGranularity
+
     m = config.model
     try:
-        build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers, m.dropout,
-                    **m.options)
+        model = build_model(m.name, data.num_features, data.num_classes, m.hidden_channels, m.num_layers,
+                            m.dropout, **m.options)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise UsageError(f"cannot build model {m.name!r} with these settings: {_first_line(exc)}") from None
+    if (WeightGranularity(config.weight_granularity) is WeightGranularity.UNIT and config.targets.weights > 0
+            and not model.hidden_units()):
+        raise UsageError(f"model {m.name!r} has no hidden units: --weight-structure unit cannot prune its weights "
+                         "(use element)")
 
 
 def _first_line(exc: BaseException) -> str:

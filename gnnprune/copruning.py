@@ -9,6 +9,7 @@ probe gradients that score dead entries for regrowth.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,12 +20,13 @@ from .data import GraphData
 from .features import NodeFeatures
 from .graph import MaskedGraph
 from .masks import MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_per_tensor, prune_and_regrow
-from .nn import GraphModel
+from .nn import GraphModel, UnitGroup, UnitRole, UnitSlice
 from .scoring import SiteView, descent, endpoint_rank, gradient_magnitude, magnitude
 
 EDGES = "edges"
 FEATURES = "features"
 WEIGHT_PREFIX = "weight:"
+UNIT_PREFIX = "unit:"
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class WeightGranularity(str, enum.Enum):
     """What one weight-mask entry covers."""
 
     ELEMENT = "element"  # one weight
-    OUTPUT = "output"    # one output unit: a column of an ``[in, out]`` weight
+    UNIT = "unit"        # one hidden unit: its slice of every parameter of its group (:meth:`GraphModel.hidden_units`)
 
 
 class EdgeRanking(str, enum.Enum):
@@ -76,7 +78,8 @@ class ProbeResult:
         edge_grad: ``[E]`` d loss / d (effective edge weight), dead edges included.
         feature_grad: ``[F]`` norm of d loss / d (input-weight row of each feature), with the
             feature present and its weights at zero: how much the feature would help.
-        weight_grads: d loss / d weight for every prunable weight (dense).
+        weight_grads: d loss / d parameter for every masked parameter (dense): the prunable
+            weights, and in unit mode every parameter of a unit group (biases, norm affines).
     """
 
     loss: float
@@ -98,9 +101,13 @@ class CoPruner:
             3.0 gives edge weights of 0.953).
         edge_activation: maps the raw edge parameter to the non-negative edge weight the model
             sees (default ``torch.sigmoid``; UGS uses ``torch.abs`` on a mask initialised to 1).
-        weight_granularity: element-wise or per-output-unit weight masks.
+        weight_granularity: element-wise masks, or masks over the model's hidden units
+            (:attr:`WeightGranularity.UNIT`): a site per :meth:`~GraphModel.hidden_units` group,
+            whose weight target is the fraction of its units removed. Class outputs are never
+            units; a model without hidden units (SGC) has no unit site.
         weight_distribution: how the overall weight sparsity is spread over the weight tensors
-            (uniform: each at the target; ERK: small tensors denser, same total).
+            (uniform: each at the target; ERK: small tensors denser, same total). Unit pruning
+            takes the same fraction of every group: uniform only.
     """
 
     def __init__(self, model: GraphModel, data: GraphData, *, learn_edge_weights: bool = False,
@@ -115,10 +122,15 @@ class CoPruner:
         self.weights = model.prunable_weights()
         self.granularity = WeightGranularity(weight_granularity)
         self.distribution = WeightDistribution(weight_distribution)
-        for name, p in self.weights.items():
-            shape = p.shape if self.granularity is WeightGranularity.ELEMENT else (p.shape[-1],)
-            self.engine.add(WEIGHT_PREFIX + name, SiteKind.WEIGHT, shape, param=name,
-                            granularity=self.granularity.value, reads_features=name in model.input_weight_names)
+        self.unit_groups: dict[str, UnitGroup] = {}
+        self.masked_params: dict[str, nn.Parameter] = dict(self.weights)
+        self._unit_slices: dict[str, list[tuple[str, UnitSlice]]] = {}
+        if self.granularity is WeightGranularity.UNIT:
+            self._add_unit_sites(model)
+        else:
+            for name, p in self.weights.items():
+                self.engine.add(WEIGHT_PREFIX + name, SiteKind.WEIGHT, p.shape, param=name,
+                                granularity=self.granularity.value, reads_features=name in model.input_weight_names)
         self.engine.add(EDGES, SiteKind.EDGE, self.edge_set.num_edges)
         self.engine.add(FEATURES, SiteKind.FEATURE, self.node_features.num_features)
         self.edge_init_logit = float(edge_init_logit)
@@ -130,6 +142,25 @@ class CoPruner:
         self._all_features = self.node_features.select()
         self.refresh()
 
+    def _add_unit_sites(self, model: GraphModel) -> None:
+        if self.distribution is not WeightDistribution.UNIFORM:
+            raise ValueError("unit pruning removes the same fraction of every unit group: "
+                             "weight distribution must be 'uniform'")
+        params = dict(model.named_parameters())
+        self.unit_groups = dict(model.hidden_units())
+        for group_name, group in self.unit_groups.items():
+            for piece in group.slices:
+                if piece.param not in params:
+                    raise KeyError(f"unit group {group_name!r} names unknown parameter {piece.param!r}")
+                shape = params[piece.param].shape
+                if piece.dims[-1] >= len(shape) or math.prod(shape[d] for d in piece.dims) != group.size:
+                    raise ValueError(f"unit group {group_name!r}: {piece.param} {tuple(shape)} over dims "
+                                     f"{piece.dims} does not have {group.size} units")
+                self.masked_params.setdefault(piece.param, params[piece.param])
+                self._unit_slices.setdefault(piece.param, []).append((group_name, piece))
+            self.engine.add(UNIT_PREFIX + group_name, SiteKind.UNIT, group.size, group=group_name,
+                            params=sorted({piece.param for piece in group.slices}))
+
     # masks -> computation -------------------------------------------------------------------
     def gate_parameters(self) -> list[nn.Parameter]:
         return [p for p in (self.edge_logit, self.feature_gate) if p is not None]
@@ -138,18 +169,30 @@ class CoPruner:
         """Rebuild kept-edge and kept-feature structures and zero dead weights (after mask changes)."""
         self._edges = self.edge_set.select(self.engine.mask(EDGES))
         self._features = self.node_features.select(self.engine.mask(FEATURES))
-        self._weight_masks = {name: self._element_mask(name) for name in self.weights}
+        self._weight_masks = {name: self._element_mask(name) for name in self.masked_params}
         self.apply_weight_masks()
 
     def weight_mask(self, name: str) -> Tensor:
-        """Keep-mask over the elements of weight ``name``; rows of pruned features are dead too."""
+        """Keep-mask over the elements of masked parameter ``name`` (a prunable weight, or in
+        unit mode any parameter of a unit group); rows of pruned features are dead too."""
         return self._weight_masks[name]
 
+    def unit_mask(self, group: str) -> Tensor:
+        """``[units]`` bool keep-mask of unit group ``group`` (unit mode)."""
+        return self.engine.mask(UNIT_PREFIX + group)
+
+    def live_units(self) -> dict[str, Tensor]:
+        """Keep-mask of every unit group (empty in element mode): the ``live_units`` of ``model.macs``."""
+        return {group: self.unit_mask(group) for group in self.unit_groups}
+
     def _element_mask(self, name: str) -> Tensor:
-        param = self.weights[name]
-        mask = self.engine.mask(WEIGHT_PREFIX + name)
-        if self.granularity is WeightGranularity.OUTPUT:
-            mask = mask.view(*([1] * (param.dim() - 1)), -1).expand_as(param)
+        param = self.masked_params[name]
+        if self.granularity is WeightGranularity.ELEMENT:
+            mask = self.engine.mask(WEIGHT_PREFIX + name)
+        else:
+            mask = torch.ones(param.shape, dtype=torch.bool)
+            for group, piece in self._unit_slices.get(name, ()):
+                mask = mask & _unit_view(self.unit_mask(group), piece, param.shape)
         if name in self.model.input_weight_names:
             mask = mask & self.engine.mask(FEATURES).view(-1, *([1] * (param.dim() - 1)))
         return mask
@@ -170,13 +213,13 @@ class CoPruner:
 
     @torch.no_grad()
     def apply_weight_masks(self) -> None:
-        for name, param in self.weights.items():
+        for name, param in self.masked_params.items():
             param.mul_(self.weight_mask(name))
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradient of dead weights, so optimizer moments of dead entries stay zero."""
-        for name, param in self.weights.items():
+        for name, param in self.masked_params.items():
             if param.grad is not None:
                 param.grad.mul_(self.weight_mask(name))
 
@@ -192,14 +235,28 @@ class CoPruner:
         return {name: int(self.weight_mask(name).sum()) for name in self.weights}
 
     def sparsity_report(self) -> dict:
-        """Achieved sparsity per part and per weight (site counts and effective counts)."""
+        """Achieved sparsity per part and per weight (site counts and effective counts).
+
+        In unit mode ``weights`` is the fraction of weight elements that are zero by a mask
+        (units and feature rows), ``units`` the fraction of hidden units removed, and
+        ``per_unit_group`` has the counts of each group.
+        """
         weights = {}
         for name, param in self.weights.items():
-            site = self.engine.site(WEIGHT_PREFIX + name)
             live = int(self.weight_mask(name).sum())
-            weights[name] = {"entries": site.numel, "live": site.live, "sparsity": site.sparsity,
-                             "effective_live_elements": live, "effective_sparsity": 1 - live / param.numel()}
+            weights[name] = {"effective_live_elements": live, "effective_sparsity": 1 - live / param.numel()}
+            if self.granularity is WeightGranularity.ELEMENT:
+                site = self.engine.site(WEIGHT_PREFIX + name)
+                weights[name] = {"entries": site.numel, "live": site.live, "sparsity": site.sparsity, **weights[name]}
         edges, features = self.engine.site(EDGES), self.engine.site(FEATURES)
+        units = {}
+        if self.granularity is WeightGranularity.UNIT:
+            total = sum(p.numel() for p in self.weights.values())
+            live = sum(entry["effective_live_elements"] for entry in weights.values())
+            groups = {name: self.engine.site(UNIT_PREFIX + name) for name in self.unit_groups}
+            units = {"units": self.engine.sparsity(kind=SiteKind.UNIT), "weights": 1 - live / total if total else 0.0,
+                     "per_unit_group": {name: {"units": site.numel, "live": site.live, "sparsity": site.sparsity}
+                                        for name, site in groups.items()}}
         return {
             "weights": self.engine.sparsity(kind=SiteKind.WEIGHT),
             "edges": edges.sparsity,
@@ -207,6 +264,7 @@ class CoPruner:
             "kept_edges": edges.live, "total_edges": edges.numel,
             "kept_features": features.live, "total_features": features.numel,
             "per_weight": weights,
+            **units,
         }
 
     # probe and update -------------------------------------------------------------------------
@@ -235,7 +293,7 @@ class CoPruner:
         finally:
             self.model.train(was_training)
         weight_grads = {name: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-                        for name, p in self.weights.items()}
+                        for name, p in self.masked_params.items()}
         feature_grad = torch.zeros(feature_mask.numel())
         for name in self.model.input_weight_names:
             g = weight_grads[name]
@@ -266,8 +324,9 @@ class CoPruner:
         ``probe.feature_grad``; live edges by their effective weight ``sigmoid(logit)`` (by
         ``|grad|`` when not learned; compared per endpoint for :attr:`EdgeRanking.LOCAL`), dead
         ones by the descent score ``-d loss / d weight``;
-        live weights by magnitude, dead ones by gradient magnitude (RigL). Revived gates restart
-        at their initial value, revived weights at zero; their optimizer state is reset.
+        live weights by magnitude, dead ones by gradient magnitude (RigL); in unit mode whole
+        hidden units by the L2 norm of their weights (:meth:`_update_units`). Revived gates
+        restart at their initial value, revived weights at zero; their optimizer state is reset.
 
         Args:
             sparsity: target sparsity of each part.
@@ -296,17 +355,27 @@ class CoPruner:
                                                  feature_scores).as_dict()
         report[EDGES] = self._update_edges(sparsity.edges, regrow_fraction, probe, optimizer,
                                            scores.get(EDGES), EdgeRanking(edge_ranking)).as_dict()
+        if self.granularity is WeightGranularity.UNIT:
+            report.update(self._update_units(sparsity.weights, regrow_fraction, probe, optimizer, scores))
+        else:
+            report.update(self._update_weights(sparsity.weights, regrow_fraction, probe, optimizer, scores))
+        self.refresh()
+        return report
+
+    def _update_weights(self, sparsity, regrow_fraction, probe, optimizer, scores) -> dict[str, dict[str, int]]:
+        """Element mode: every weight site by magnitude, regrown by gradient magnitude at zero."""
+        report = {}
         feature_rows = self.engine.mask(FEATURES)
-        weight_sparsity = self.weight_sparsities(sparsity.weights)
+        weight_sparsity = self.weight_sparsities(sparsity)
         for name, param in self.weights.items():
             site = WEIGHT_PREFIX + name
-            grad = None if probe is None else self._site_values(probe.weight_grads[name])
-            view = SiteView(mask=self.engine.mask(site), values=self._site_values(param), grad=grad)
+            grad = None if probe is None else probe.weight_grads[name].detach()
+            view = SiteView(mask=self.engine.mask(site), values=param.detach(), grad=grad)
             live_scores = scores.get(site)
             live_scores = magnitude(view) if live_scores is None else live_scores.reshape(view.mask.shape)
             grow_scores = _no_scores(view.mask) if probe is None else gradient_magnitude(view)
             eligible = None
-            if name in self.model.input_weight_names and self.granularity is WeightGranularity.ELEMENT:
+            if name in self.model.input_weight_names:
                 rows = feature_rows.view(-1, *([1] * (param.dim() - 1))).expand_as(param)
                 live_scores = torch.where(rows, live_scores, torch.tensor(-float("inf")))
                 eligible = rows
@@ -315,22 +384,76 @@ class CoPruner:
             with torch.no_grad():
                 self._reset_entries(param, self._revived(site, update.grown, param), 0.0, optimizer)
             report[site] = update.as_dict()
-        self.refresh()
         return report
 
+    def _update_units(self, sparsity, regrow_fraction, probe, optimizer, scores) -> dict[str, dict[str, int]]:
+        """Unit mode: every unit group to ``sparsity`` (fraction of its units).
+
+        Live units are scored by :meth:`unit_norms` of their values, dead ones by that of their
+        probe gradients. A dead unit is zero in every slice, producer and consumer alike, so
+        its gradient is zero too (a unit needs both ends to pass a signal): dead units of a
+        group tie, and regrowth revives the lowest-numbered. A regrown unit starts from
+        :func:`regrown_value` of each slice's role (fresh Glorot columns where it is
+        produced, zero where it is read): nothing reads it yet, so the model's output is
+        unchanged at regrowth (but for the statistics of a norm layer it re-enters, as in
+        ResGCN), and the next steps train both ends.
+        """
+        if sparsity > 0 and not self.unit_groups:
+            raise ValueError(f"{type(self.model).__name__} has no hidden units: unit pruning cannot remove "
+                             "weights (use element granularity)")
+        report = {}
+        values = {name: p.detach() for name, p in self.masked_params.items()}
+        for group_name, group in self.unit_groups.items():
+            site = UNIT_PREFIX + group_name
+            live_scores = scores.get(site)
+            live_scores = self.unit_norms(group, values) if live_scores is None else live_scores.reshape(group.size)
+            grow_scores = torch.zeros(group.size) if probe is None else self.unit_norms(group, probe.weight_grads)
+            update = prune_and_regrow(self.engine, site, sparsity, regrow_fraction, live_scores, grow_scores)
+            with torch.no_grad():
+                self._revive_units(group, update.grown, optimizer)
+            report[site] = update.as_dict()
+        return report
+
+    @staticmethod
+    def unit_norms(group: UnitGroup, tensors: Mapping[str, Tensor]) -> Tensor:
+        """``[units]``: the L2 norm of each unit's entries over all slices of ``group``.
+
+        .. math:: s_u = \\Big(\\sum_{(P, \\text{dims}) \\in \\text{group}} \\|P[u]\\|_2^2\\Big)^{1/2}
+
+        where :math:`P[u]` is the slice of unit :math:`u` (a column, a row, a bias entry ...).
+
+        Args:
+            group: the unit group.
+            tensors: parameter name -> tensor shaped like that parameter (values or gradients).
+        """
+        total = torch.zeros(group.size)
+        for piece in group.slices:
+            t = tensors[piece.param].detach()
+            front = tuple(range(len(piece.dims)))
+            total += t.movedim(piece.dims, front).reshape(group.size, -1).square().sum(1).to(total.dtype)
+        return total.sqrt()
+
+    def _revive_units(self, group: UnitGroup, grown: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        if grown.numel() == 0:
+            return
+        units = torch.zeros(group.size, dtype=torch.bool)
+        units[grown] = True
+        for piece in sorted(group.slices, key=lambda piece: piece.role is not UnitRole.PRODUCER):  # reads win
+            param = self.masked_params[piece.param]
+            self._reset_entries(param, _unit_view(units, piece, param.shape), regrown_value(piece.role, param),
+                                optimizer)
+
     def weight_sparsities(self, overall: float) -> dict[str, float]:
-        """Per-weight sparsity that puts all weights together at ``overall`` (see :attr:`distribution`)."""
+        """Per-weight sparsity that puts all weights together at ``overall`` (see :attr:`distribution`);
+        in unit mode, per unit group (each at ``overall``)."""
+        if self.granularity is WeightGranularity.UNIT:
+            return {name: overall for name in self.unit_groups}
         if self.distribution is WeightDistribution.UNIFORM:
             return {name: overall for name in self.weights}
         sizes = {name: self.engine.site(WEIGHT_PREFIX + name).numel for name in self.weights}
         kept = kept_per_tensor({name: tuple(p.shape) for name, p in self.weights.items()}, overall,
                                self.distribution, sizes)
         return {name: 1.0 - kept[name] / sizes[name] for name in self.weights}
-
-    def _site_values(self, tensor: Tensor) -> Tensor:
-        if self.granularity is WeightGranularity.ELEMENT:
-            return tensor.detach()
-        return tensor.detach().abs().reshape(-1, tensor.shape[-1]).sum(0)  # L1 per output unit
 
     def feature_magnitude(self) -> Tensor:
         """``[F]``: :math:`|g_f| \\, \\|W_{f,:}\\|` summed over the weights that read features."""
@@ -383,12 +506,13 @@ class CoPruner:
         return update
 
     @staticmethod
-    def _reset_entries(param: Tensor, revived: Tensor, value: float,
+    def _reset_entries(param: Tensor, revived: Tensor, value: float | Tensor,
                        optimizer: torch.optim.Optimizer | None) -> None:
-        """Set revived entries (bool mask shaped like ``param``) to ``value``; clear their optimizer state."""
+        """Set revived entries (bool mask shaped like ``param``) to ``value`` (a number, or a tensor
+        shaped like ``param`` to take them from); clear their optimizer state."""
         if not bool(revived.any()):
             return
-        param[revived] = value
+        param[revived] = value[revived] if torch.is_tensor(value) else value
         if optimizer is None or param not in optimizer.state:
             return
         for state in optimizer.state[param].values():
@@ -398,7 +522,7 @@ class CoPruner:
     def _revived(self, site: str, grown: Tensor, like: Tensor) -> Tensor:
         mask = torch.zeros_like(self.engine.mask(site))
         mask.view(-1)[grown] = True
-        return mask.view(*([1] * (like.dim() - mask.dim())), *mask.shape).expand_as(like) if mask.shape != like.shape else mask
+        return mask.view_as(like)
 
     # persistence ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -417,6 +541,30 @@ class CoPruner:
             if self.feature_gate is not None:
                 self.feature_gate.copy_(state["feature_gate"])
         self.refresh()
+
+
+def regrown_value(role: UnitRole, param: Tensor) -> float | Tensor:
+    """What a regrown unit's entries of ``param`` start from, by their role.
+
+    Producers (``[in, out]`` weights, the unit's column) are drawn afresh, Glorot uniform
+    :math:`\\mathcal{U}(-b, b)`, :math:`b = \\sqrt{6 / (n_{in} + n_{out})}` as at
+    initialisation: a unit needs a non-zero input side to get any gradient. Consumers and
+    biases start at 0 (so the model's output does not change), norm scales at 1.
+    """
+    if role is UnitRole.PRODUCER:
+        bound = math.sqrt(6.0 / (param.shape[0] + param.shape[-1]))
+        return torch.empty(param.shape, dtype=param.dtype).uniform_(-bound, bound)
+    return _REGROWN_CONSTANT[role]
+
+
+_REGROWN_CONSTANT = {UnitRole.BIAS: 0.0, UnitRole.CONSUMER: 0.0, UnitRole.SCALE: 1.0}
+
+
+def _unit_view(units: Tensor, piece: UnitSlice, shape: torch.Size) -> Tensor:
+    """``[units]`` values laid over ``piece``'s axes of a tensor of ``shape`` (broadcast over the rest)."""
+    first, last = piece.dims[0], piece.dims[-1]
+    view = [1] * first + [shape[d] for d in piece.dims] + [1] * (len(shape) - last - 1)
+    return units.reshape(view).expand(shape)
 
 
 def _no_scores(mask: Tensor) -> Tensor:

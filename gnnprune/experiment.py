@@ -55,8 +55,10 @@ class ExperimentConfig:
         train: optimisation (the seed field is replaced by each of ``seeds``).
         method: one of :data:`gnnprune.methods.METHODS`.
         targets: final sparsity of weights (every layer), edges and features.
-        weight_granularity: prune single weights or whole output units (not UGS: element only).
-        weight_distribution: spread the weight target uniformly or by ERK (not UGS: uniform only).
+        weight_granularity: prune single weights or whole hidden units (not UGS: element only);
+            with units, ``targets.weights`` is the fraction of hidden units removed.
+        weight_distribution: spread the weight target uniformly or by ERK (not UGS, not units:
+            uniform only).
         cgp, oneshot, ugs: settings of those methods (the others have none).
         seeds: one run per seed.
         minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
@@ -88,6 +90,9 @@ class ExperimentConfig:
             raise ValueError("ugs prunes single weights only (weight granularity 'element')")
         if self.method == "ugs" and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
             raise ValueError("ugs prunes every weight tensor at the same rate (weight distribution 'uniform')")
+        if (WeightGranularity(self.weight_granularity) is WeightGranularity.UNIT
+                and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM):
+            raise ValueError("unit pruning removes the same fraction of every unit group (weight distribution 'uniform')")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -186,7 +191,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
     n = data.num_nodes
     dense_weights = {name: p.numel() for name, p in pruner.weights.items()}
     dense_layers = model.macs(n, data.edges.num_edges, dense_weights)
-    pruned_layers = model.macs(n, pruner.kept_edges(), pruner.kept_weights())
+    pruned_layers = model.macs(n, pruner.kept_edges(), pruner.kept_weights(), pruner.live_units())
     total = lambda layers: sum(layer["transform"] + layer["aggregation"] for layer in layers)  # noqa: E731
     return {
         "best_epoch": result.best_epoch,

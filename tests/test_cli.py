@@ -51,6 +51,34 @@ def test_cli_run_writes_every_file(tmp_path, cora):
     assert not list(out.rglob("*.tmp"))
 
 
+def test_cora_gcn_unit_pruning_keeps_the_accuracy_with_exact_unit_counts(tmp_path, cora):
+    """Acceptance setting, one seed: 90% of hidden units, 50% of edges and features."""
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["prune", "--dataset", "cora", "--weight-structure", "unit", "--weight-sparsity", "0.9",
+                     "--edge-sparsity", "0.5", "--feature-sparsity", "0.5", "--seed", "0", "--out", str(out),
+                     "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    assert metrics["test"] >= 0.80
+    sparsity = metrics["sparsity"]
+    assert sparsity["per_unit_group"] == {"convs.0": {"units": 256, "live": 26, "sparsity": pytest.approx(230 / 256)}}
+    assert sparsity["kept_features"] == 717 and sparsity["kept_edges"] == 2639
+    masks = torch.load(out / "seed-0" / "masks.pt", weights_only=True)["masks"]
+    assert int(masks["unit:convs.0"]["mask"].sum()) == 26
+    state = torch.load(out / "seed-0" / "model.pt", weights_only=True)
+    dead = ~masks["unit:convs.0"]["mask"]
+    assert torch.all(state["convs.0.lin.weight"][:, dead] == 0) and torch.all(state["convs.0.bias"][dead] == 0)
+    assert torch.all(state["convs.1.lin.weight"][dead] == 0)
+    assert torch.all(state["convs.1.lin.weight"].abs().sum(0) > 0)  # all 7 class outputs live
+    assert [layer["pruned"]["aggregation"] for layer in metrics["macs"]["per_layer"]] == [
+        (2 * 2639 + 2708) * 26, (2 * 2639 + 2708) * 7]
+
+
 def test_existing_non_empty_out_is_refused_and_untouched(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -299,6 +327,11 @@ BAD_INPUT = [
     ("regrow-fraction>1", ["--regrow-fraction", "1.5"], "regrow_fraction must be in [0, 1], got 1.5", None),
     ("regrow-fraction-text", ["--regrow-fraction", "abc"], "invalid float value: 'abc'", None),
     ("weight-structure-unknown", ["--weight-structure", "diagonal"], "invalid choice: 'diagonal'", None),
+    ("weight-structure-output", ["--weight-structure", "output"], "invalid choice: 'output'", None),
+    ("unit-with-erk", ["--weight-structure", "unit", "--weight-distribution", "erk"],
+     "unit pruning removes the same fraction of every unit group (weight distribution 'uniform')", None),
+    ("unit-without-hidden-units", ["--model", "sgc", "--weight-structure", "unit"],
+     "model 'sgc' has no hidden units: --weight-structure unit cannot prune its weights (use element)", None),
     ("weight-distribution-unknown", ["--weight-distribution", "normal"], "invalid choice: 'normal'", None),
     ("edge-ranking-unknown", ["--edge-ranking", "nodewise"], "invalid choice: 'nodewise'", None),
     ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
@@ -350,7 +383,7 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 71
+BAD_INPUT_CASES = 74
 
 
 def test_bad_input_table_size():
@@ -424,6 +457,7 @@ def test_bad_input(case, tmp_path, prepared_runs, capsys):
     ("gat", [], "erk"), ("appnp", [], "erk"), ("gcn", [], "uniform"), ("gcn2", [], "uniform"),
     ("gat", ["--weight-distribution", "uniform"], "uniform"),  # an explicit choice wins
     ("gat", ["--method", "ugs"], "uniform"),  # UGS is uniform only
+    ("gat", ["--weight-structure", "unit"], "uniform"),  # units: every group at the target
 ])
 def test_weight_distribution_defaults_to_the_models(model, extra, expected):
     from gnnprune.cli import _config_from_args, build_parser

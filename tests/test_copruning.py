@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnnprune.copruning import EDGES, FEATURES, CoPruner, PruneTargets, WeightGranularity
+from gnnprune.copruning import EDGES, FEATURES, CoPruner, PruneTargets
 from gnnprune.graph import MaskedGraph
 from gnnprune.masks import kept_count
 from gnnprune.nn import GCN
@@ -61,9 +61,8 @@ def test_probe_feature_score_is_gradient_norm_of_a_fresh_weight_row():
     assert probe.feature_grad[1] > 0
 
 
-@pytest.mark.parametrize("granularity", list(WeightGranularity))
-def test_update_hits_exact_counts_and_resets_regrown_entries(granularity):
-    data, model, pruner = _setup(learn_edge_weights=True, learn_feature_gates=True, weight_granularity=granularity)
+def test_update_hits_exact_counts_and_resets_regrown_entries():
+    data, model, pruner = _setup(learn_edge_weights=True, learn_feature_gates=True)
     opt = torch.optim.Adam(list(model.parameters()) + pruner.gate_parameters(), lr=0.1)
     loss_fn = _loss(data)
     for _ in range(3):

@@ -136,6 +136,19 @@ def test_minibatch_cgp_reaches_targets_and_learns(small_csbm, loader, epochs, pr
     assert result.test > 0.7  # 3 balanced classes
 
 
+def test_minibatch_cgp_prunes_whole_hidden_units(small_csbm):
+    torch.manual_seed(0)
+    model = build_model("gcn", small_csbm.num_features, small_csbm.num_classes, 16, 2, 0.5)
+    pruner = MiniBatchCoPruner(model, small_csbm, MiniBatchConfig(200, "neighbors"), seed=0, learn_edge_weights=True,
+                               learn_feature_gates=True, weight_granularity="unit")
+    cgp = CGP(CGPConfig(prune_start=2, prune_end=8, update_every=2), PruneTargets(0.75, 0.5, 0.5))
+    train_minibatch(model, small_csbm, pruner, cgp, TrainConfig(epochs=10), progress=False)
+    live = pruner.unit_mask("convs.0")
+    assert int(live.sum()) == 4
+    assert torch.all(model.convs[0].lin.weight[:, ~live] == 0) and torch.all(model.convs[1].lin.weight[~live] == 0)
+    assert torch.all(model.convs[0].bias[~live] == 0)
+
+
 def _multilabel_graph() -> GraphData:
     g = torch.Generator().manual_seed(0)
     n, tasks = 300, 4

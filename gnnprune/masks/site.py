@@ -12,6 +12,7 @@ class SiteKind(str, enum.Enum):
     """What the entries of a site are."""
 
     WEIGHT = "weight"    # elements (or rows) of a weight tensor
+    UNIT = "unit"        # hidden units of a model: a slice of every parameter that produces or reads one
     EDGE = "edge"        # undirected edges of a graph; both directions share one entry
     FEATURE = "feature"  # input feature columns
     CHANNEL = "channel"  # output channels of a convolution

@@ -1,13 +1,15 @@
 """APPNP: predict, then propagate with personalised PageRank (Gasteiger et al., ICLR 2019), over kept edges."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
 
 
 class PPRPropagation(nn.Module):
@@ -103,9 +105,20 @@ class APPNP(GraphModel):
                 x = F.relu(x, inplace=True)  # no backward needs the linear layer's output
         return self.prop(x, graph)
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """The MLP's hidden units (outputs of every linear layer but the last): the layer's weight
+        column and bias entry, and the next layer's weight row. Propagation runs at class width."""
+        return {f"lins.{i}": UnitGroup(lin.weight.size(1), (
+                    UnitSlice(f"lins.{i}.weight", (1,), UnitRole.PRODUCER),
+                    UnitSlice(f"lins.{i}.bias", (0,), UnitRole.BIAS),
+                    UnitSlice(f"lins.{i + 1}.weight", (0,), UnitRole.CONSUMER)))
+                for i, lin in enumerate(self.lins[:-1])}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
         """Per-layer MACs: kept weights x nodes for each linear layer (no aggregation), then
-        one row per propagation step: operator entries x output width (no transform)."""
+        one row per propagation step: operator entries x output width (no transform). Pruned
+        hidden units show in the kept weights alone."""
         rows = [{"layer": f"lins.{i}", "transform": transform_macs(kept_weights[f"lins.{i}.weight"], num_nodes),
                  "aggregation": 0} for i in range(len(self.lins))]
         entries = gcn_operator_entries(kept_edges, num_nodes)

@@ -1,7 +1,10 @@
 """Shared pieces of the mask-aware models."""
 from __future__ import annotations
 
+import enum
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +42,55 @@ class Linear(nn.Module):
         return f"{self.weight.size(0)}, {self.weight.size(1)}, bias={self.bias is not None}"
 
 
+class UnitRole(str, enum.Enum):
+    """What a parameter slice does with a hidden unit; sets the value a regrown unit starts from."""
+
+    PRODUCER = "producer"  # computes the unit (a column of an ``[in, out]`` weight): re-drawn, Glorot uniform
+    BIAS = "bias"          # an additive entry of the unit (bias, norm shift): 0
+    SCALE = "scale"        # a multiplicative entry of the unit (norm scale): 1
+    CONSUMER = "consumer"  # reads the unit (a row of the next weight, an attention vector entry): 0
+
+
+@dataclass(frozen=True)
+class UnitSlice:
+    """Where the units of a group sit in one parameter.
+
+    Unit ``u`` of the group is the sub-tensor of parameter ``param`` at flat index ``u`` over
+    the consecutive axes ``dims`` (row-major), all other axes whole: ``dims=(1,)`` of an
+    ``[in, out]`` weight is column ``u``; ``dims=(0, 1)`` of a ``[heads, channels]`` attention
+    vector is entry ``divmod(u, channels)``.
+    """
+
+    param: str
+    dims: tuple[int, ...]
+    role: UnitRole
+
+    def __post_init__(self) -> None:
+        dims = tuple(self.dims)
+        if not dims or list(dims) != list(range(dims[0], dims[0] + len(dims))):
+            raise ValueError(f"unit slice of {self.param!r}: dims must be consecutive axes, got {self.dims}")
+        object.__setattr__(self, "dims", dims)
+        object.__setattr__(self, "role", UnitRole(self.role))
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """``size`` hidden units that share one width, and every parameter slice that belongs to them.
+
+    Pruning unit ``u`` zeroes its slice of every member: what produces it (weight column, bias
+    entry), what normalises it (norm scale and shift) and what reads it (next weight's row), so
+    the unit's output is identically zero and it can be cut from the model.
+    """
+
+    size: int
+    slices: tuple[UnitSlice, ...]
+
+
+def live_width(live_units: Mapping[str, Tensor] | None, group: str, width: int) -> int:
+    """Live units of ``group`` (its keep-mask in ``live_units``), or ``width`` when it is not pruned by unit."""
+    return width if live_units is None or group not in live_units else int(live_units[group].sum())
+
+
 class GraphModel(nn.Module):
     """Base of the node-classification models: ``logits = model(x, graph)``.
 
@@ -53,6 +105,14 @@ class GraphModel(nn.Module):
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """Hidden-unit groups for structured pruning (``--weight-structure unit``), by name.
+
+        A group lists every parameter slice of its units (see :class:`UnitGroup`). Class
+        outputs are never a unit. Default: none (a model without hidden units).
+        """
+        return {}
+
     def prunable_weights(self) -> dict[str, nn.Parameter]:
         """Every weight matrix (2-D parameter); biases are never pruned."""
         return {name: p for name, p in self.named_parameters() if p.dim() >= 2}
@@ -61,8 +121,13 @@ class GraphModel(nn.Module):
         """Optimizer parameter groups; override for per-group decay (e.g. GCNII)."""
         return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:  # pragma: no cover
-        """Per-layer ``{"layer", "transform", "aggregation"}`` MAC counts for the given kept sizes."""
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:  # pragma: no cover
+        """Per-layer ``{"layer", "transform", "aggregation"}`` MAC counts for the given kept sizes.
+
+        ``live_units``: keep-mask of each pruned :meth:`hidden_units` group; aggregation then
+        runs at the live width (the model with its dead units cut out).
+        """
         raise NotImplementedError
 
     def reset_parameters(self) -> None:

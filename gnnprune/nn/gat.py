@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph, entry_weights
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, sparse_matmul
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
 
 _MAX_EXPONENT = 60.0  # caps exp() for zero-weight entries scoring above every live one (probe pass)
 
@@ -90,16 +91,20 @@ class GATConv(nn.Module):
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
         return out.add_(self.bias)
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
+    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int, live: Tensor | None = None) -> dict:
         """Transform (``x W`` and the per-node attention scores) and aggregation MACs.
 
         Aggregation counts, per stored entry (kept edges both ways + self-loops), one MAC per
         head for the weighted attention coefficient and one per output channel of every head.
+        ``live``: ``[heads * out_channels]`` bool, the live channels (a head without one is cut
+        out); default all.
         """
         entries = gcn_operator_entries(kept_edges, num_nodes)
+        channels, heads = self.heads * self.out_channels, self.heads
+        if live is not None:
+            channels, heads = int(live.sum()), int(live.view(self.heads, self.out_channels).any(1).sum())
         return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),
-                "aggregation": aggregation_macs(entries, self.heads * self.out_channels)
-                + aggregation_macs(entries, self.heads)}
+                "aggregation": aggregation_macs(entries, channels) + aggregation_macs(entries, heads)}
 
 
 class GAT(GraphModel):
@@ -141,9 +146,27 @@ class GAT(GraphModel):
                 x = F.elu(x)
         return x
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
-        """Per-layer MACs: kept weights x nodes, plus operator entries x (heads x width + heads)."""
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """One unit per channel of each head of a hidden (concatenating) layer, numbered as in
+        the concatenated output (``head * channels + channel``): its weight column, its entry
+        of both attention vectors and of the bias, and the next layer's weight row. A head
+        whose channels are all pruned is gone. The averaged output layer has no units."""
+        groups = {}
+        for i, conv in enumerate(self.convs[:-1]):
+            groups[f"convs.{i}"] = UnitGroup(conv.heads * conv.out_channels, (
+                UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
+                UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
+                UnitSlice(f"convs.{i}.att_src", (0, 1), UnitRole.CONSUMER),
+                UnitSlice(f"convs.{i}.att_dst", (0, 1), UnitRole.CONSUMER),
+                UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)))
+        return groups
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x (live channels + live heads)."""
+        live_units = live_units or {}
         return [{"layer": f"convs.{i}",
                  **conv.macs(num_nodes, kept_edges, kept_weights[f"convs.{i}.lin.weight"],
-                             kept_weights[f"convs.{i}.att_src"] + kept_weights[f"convs.{i}.att_dst"])}
+                             kept_weights[f"convs.{i}.att_src"] + kept_weights[f"convs.{i}.att_dst"],
+                             live_units.get(f"convs.{i}"))}
                 for i, conv in enumerate(self.convs)]

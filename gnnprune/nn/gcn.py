@@ -1,13 +1,15 @@
 """Graph convolutional network (Kipf & Welling, ICLR 2017) over kept edges."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, propagate_first
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class GCNConv(nn.Module):
@@ -81,10 +83,25 @@ class GCN(GraphModel):
                 x = F.relu(x, inplace=True)  # no backward needs the convolution's output
         return x
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
-        """Per-layer MACs: kept weights x nodes, plus operator entries x output width."""
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """Layer ``i``'s output units (all layers but the last): its weight column and bias
+        entry, and the next layer's weight row."""
+        return {f"convs.{i}": UnitGroup(conv.bias.numel(), (
+                    UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
+                    UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
+                    UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)))
+                for i, conv in enumerate(self.convs[:-1])}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x propagated width
+        (the narrower of the layer's live input and output widths)."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
-        return [{"layer": f"convs.{i}",
-                 "transform": transform_macs(kept_weights[f"convs.{i}.lin.weight"], num_nodes),
-                 "aggregation": aggregation_macs(entries, conv.propagated_width)}
-                for i, conv in enumerate(self.convs)]
+        rows = []
+        for i, conv in enumerate(self.convs):
+            width_in, width_out = conv.lin.weight.shape
+            width = min(live_width(live_units, f"convs.{i - 1}", width_in), live_width(live_units, f"convs.{i}", width_out))
+            rows.append({"layer": f"convs.{i}",
+                         "transform": transform_macs(kept_weights[f"convs.{i}.lin.weight"], num_nodes),
+                         "aggregation": aggregation_macs(entries, width)})
+        return rows

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class GCN2Conv(nn.Module):
@@ -112,14 +113,31 @@ class GCNII(GraphModel):
             x = F.relu(conv(dropout(x, self.dropout, self.training), x0, graph))
         return self.lin_out(dropout(x, self.dropout, self.training))
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
-        """Per-layer MACs: kept weights x nodes, plus operator entries x width for the GCNII layers."""
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """One group, ``hidden``: channel ``c`` across the whole stack.
+
+        The initial residual adds :math:`X^{(0)}` to every layer and the identity mapping
+        carries each channel through, so all layers share one width and a channel is pruned
+        everywhere at once: ``lin_in``'s column and bias entry, row and column ``c`` of every
+        GCNII weight, ``lin_out``'s row. With those zero the channel of :math:`X^{(0)}` is 0
+        and stays 0 through every layer (exactly).
+        """
+        slices = [UnitSlice("lin_in.weight", (1,), UnitRole.PRODUCER), UnitSlice("lin_in.bias", (0,), UnitRole.BIAS)]
+        for i in range(len(self.convs)):
+            slices += [UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
+                       UnitSlice(f"convs.{i}.lin.weight", (0,), UnitRole.CONSUMER)]
+        slices.append(UnitSlice("lin_out.weight", (0,), UnitRole.CONSUMER))
+        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices))}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x live width for the GCNII layers."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
         layers = [{"layer": "lin_in", "transform": transform_macs(kept_weights["lin_in.weight"], num_nodes),
                    "aggregation": 0}]
         layers += [{"layer": f"convs.{i}",
                     "transform": transform_macs(kept_weights[f"convs.{i}.lin.weight"], num_nodes),
-                    "aggregation": aggregation_macs(entries, conv.lin.weight.size(0))}
+                    "aggregation": aggregation_macs(entries, live_width(live_units, "hidden", conv.lin.weight.size(0)))}
                    for i, conv in enumerate(self.convs)]
         layers.append({"layer": "lin_out", "transform": transform_macs(kept_weights["lin_out.weight"], num_nodes),
                        "aggregation": 0})

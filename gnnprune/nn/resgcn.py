@@ -1,21 +1,54 @@
 """ResGCN: a deep stack of pre-activation residual GCN blocks (DeepGCNs, Li et al. 2019; "res+", Li et al. 2020)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 from .gcn import GCNConv
 
 NORMS = ("layer", "batch", "none")
 
 
+class LiveLayerNorm(nn.LayerNorm):
+    """LayerNorm over the last axis whose statistics leave out channels with zero scale and shift.
+
+    .. math::
+        y_c = \frac{x_c - \mu}{\sqrt{\sigma^2 + \epsilon}}\, \gamma_c + \beta_c, \qquad
+        \mu = \frac{1}{|L|} \sum_{c \in L} x_c, \qquad
+        \sigma^2 = \frac{1}{|L|} \sum_{c \in L} (x_c - \mu)^2, \qquad
+        L = \{c : \gamma_c \neq 0 \lor \beta_c \neq 0\}
+
+    While every channel is live this is ``nn.LayerNorm`` (same call). A hidden unit pruned by
+    unit (:meth:`ResGCN.hidden_units`) has :math:`\gamma_c = \beta_c = 0` and outputs 0, and the
+    other channels are normalised as in the model without it, so cutting it out is exact.
+    A plain LayerNorm would count the zero channel in :math:`\mu` and :math:`\sigma^2`.
+
+    Shapes:
+        x: ``[..., channels]``; output the same.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        live = (self.weight != 0) | (self.bias != 0)
+        if bool(live.all()):
+            return super().forward(x)
+        keep = live.to(x.dtype)
+        count = keep.sum().clamp_min(1.0)
+        mean = (x * keep).sum(-1, keepdim=True) / count
+        centred = (x - mean) * keep
+        variance = centred.square().sum(-1, keepdim=True) / count
+        return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "layer":
-        return nn.LayerNorm(channels)
+        return LiveLayerNorm(channels)
     if kind == "batch":
         return nn.BatchNorm1d(channels)
     if kind == "none":
@@ -32,8 +65,8 @@ class ResGCNBlock(nn.Module):
     :math:`\\hat{A}` is the normalised adjacency of the kept edges with self-loops
     (:meth:`MaskedGraph.gcn_operator`, shared by all blocks of a step). Normalising before the
     convolution keeps the residual stream's scale in check at any depth. The norm's scale
-    and shift are 1-D, so they are never pruned; a block whose weight is pruned away
-    entirely adds only its bias.
+    and shift are 1-D, so element pruning never touches them (unit pruning does, see
+    :meth:`ResGCN.hidden_units`); a block whose weight is pruned away entirely adds only its bias.
 
     Args:
         channels: input and output width.
@@ -100,15 +133,44 @@ class ResGCN(GraphModel):
             x = block(x, graph)
         return self.lin_out(dropout(F.relu(self.norm_out(x)), self.dropout, self.training))
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
-        """Per-layer MACs: kept weights x nodes, plus operator entries x width for the blocks."""
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """One group, ``hidden``: channel ``c`` of the residual stream across the whole stack.
+
+        The residual sums tie every block to one width, so a channel is pruned everywhere at
+        once: ``lin_in``'s column and bias entry; in every block the norm's scale and shift,
+        row and column ``c`` of the convolution weight and its bias entry; the final norm's
+        scale and shift; ``lin_out``'s row. The stream's channel then starts at 0 and no block
+        adds to it. The norms leave such a channel out of their statistics
+        (:class:`LiveLayerNorm`; BatchNorm is per channel anyway), so the pruned model equals
+        the narrower one exactly.
+        """
+        slices = [UnitSlice("lin_in.weight", (1,), UnitRole.PRODUCER), UnitSlice("lin_in.bias", (0,), UnitRole.BIAS)]
+        for i, block in enumerate(self.blocks):
+            slices += _norm_slices(f"blocks.{i}.norm", block.norm)
+            slices += [UnitSlice(f"blocks.{i}.conv.lin.weight", (1,), UnitRole.PRODUCER),
+                       UnitSlice(f"blocks.{i}.conv.lin.weight", (0,), UnitRole.CONSUMER),
+                       UnitSlice(f"blocks.{i}.conv.bias", (0,), UnitRole.BIAS)]
+        slices += _norm_slices("norm_out", self.norm_out)
+        slices.append(UnitSlice("lin_out.weight", (0,), UnitRole.CONSUMER))
+        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices))}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
+        """Per-layer MACs: kept weights x nodes, plus operator entries x live width for the blocks."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
         layers = [{"layer": "lin_in", "transform": transform_macs(kept_weights["lin_in.weight"], num_nodes),
                    "aggregation": 0}]
         layers += [{"layer": f"blocks.{i}",
                     "transform": transform_macs(kept_weights[f"blocks.{i}.conv.lin.weight"], num_nodes),
-                    "aggregation": aggregation_macs(entries, block.conv.lin.weight.size(1))}
+                    "aggregation": aggregation_macs(entries, live_width(live_units, "hidden", block.conv.lin.weight.size(1)))}
                    for i, block in enumerate(self.blocks)]
         layers.append({"layer": "lin_out", "transform": transform_macs(kept_weights["lin_out.weight"], num_nodes),
                        "aggregation": 0})
         return layers
+
+
+def _norm_slices(prefix: str, norm: nn.Module) -> list[UnitSlice]:
+    """Scale and shift of a norm layer, if it has them."""
+    if getattr(norm, "weight", None) is None:
+        return []
+    return [UnitSlice(f"{prefix}.weight", (0,), UnitRole.SCALE), UnitSlice(f"{prefix}.bias", (0,), UnitRole.BIAS)]

@@ -1,6 +1,8 @@
 """GraphSAGE with the mean aggregator (Hamilton et al., NeurIPS 2017) over kept, weighted edges."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -8,7 +10,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class SAGEConv(nn.Module):
@@ -98,11 +100,23 @@ class GraphSAGE(GraphModel):
                 x = F.relu(x)
         return x
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+    def hidden_units(self) -> dict[str, UnitGroup]:
+        """Layer ``i``'s output units (all layers but the last): the root and neighbour weight
+        columns and the bias entry, and both weight rows of the next layer."""
+        return {f"convs.{i}": UnitGroup(conv.bias.numel(), (
+                    UnitSlice(f"convs.{i}.lin_root.weight", (1,), UnitRole.PRODUCER),
+                    UnitSlice(f"convs.{i}.lin_neigh.weight", (1,), UnitRole.PRODUCER),
+                    UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
+                    UnitSlice(f"convs.{i + 1}.lin_root.weight", (0,), UnitRole.CONSUMER),
+                    UnitSlice(f"convs.{i + 1}.lin_neigh.weight", (0,), UnitRole.CONSUMER)))
+                for i, conv in enumerate(self.convs[:-1])}
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
         """Per-layer MACs: kept root and neighbour weights x nodes, plus mean-operator entries
-        (both directions of each kept edge) x output width."""
+        (both directions of each kept edge) x live output width."""
         return [{"layer": f"convs.{i}",
                  "transform": transform_macs(kept_weights[f"convs.{i}.lin_root.weight"]
                                              + kept_weights[f"convs.{i}.lin_neigh.weight"], num_nodes),
-                 "aggregation": aggregation_macs(2 * kept_edges, conv.bias.numel())}
+                 "aggregation": aggregation_macs(2 * kept_edges, live_width(live_units, f"convs.{i}", conv.bias.numel()))}
                 for i, conv in enumerate(self.convs)]

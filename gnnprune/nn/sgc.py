@@ -1,6 +1,8 @@
 """Simple graph convolution (Wu et al., ICML 2019) over kept edges."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
 from ..graph import MaskedGraph
@@ -53,9 +55,10 @@ class SGC(GraphModel):
                 h = op @ h
         return h + self.lin.bias
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int]) -> list[dict]:
+    def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
+             live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
         """One transform (kept weights x nodes), then one row per propagation step:
-        operator entries x ``out_channels``."""
+        operator entries x ``out_channels``. SGC has no hidden units (``live_units`` is unused)."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
         width = self.lin.weight.size(1)
         return ([{"layer": "lin", "transform": transform_macs(kept_weights["lin.weight"], num_nodes), "aggregation": 0}]

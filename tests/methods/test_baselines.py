@@ -144,7 +144,7 @@ def test_ugs_penalty_shrinks_the_soft_masks(small_csbm):
 
 def test_ugs_refuses_structured_weights():
     with pytest.raises(ValueError, match="ugs prunes single weights"):
-        _config("ugs", weight_granularity=WeightGranularity.OUTPUT)
+        _config("ugs", weight_granularity=WeightGranularity.UNIT)
 
 
 @pytest.mark.parametrize("method", ["random", "oneshot", "ugs"])
