@@ -183,28 +183,43 @@ def export_run(run_dir: str | Path, out: str | Path, seed: int | None = None, *,
     constructor = {"in_channels": run.data.num_features, "out_channels": run.data.num_classes,
                    "hidden_channels": m.hidden_channels, "num_layers": m.num_layers, "dropout": m.dropout,
                    "options": dict(m.options)}
-    n, columns = graph["num_nodes"], int(graph["edge_index"].size(1))
+    dense = run.metrics.get("macs", {}).get("dense") or dense_macs(run.model, run.data.num_nodes, run.data.edges.num_edges)
+    architecture = describe(exported, m.name, constructor, graph, dense)
+    architecture.update(
+        task=run.data.task, metric=run.data.metric,
+        source={"run": str(Path(run_dir).resolve()), "seed": run.seed, "method": run.config.method,
+                "dataset": run.config.dataset, "targets": vars(run.config.targets),
+                "weight_granularity": str(getattr(run.config.weight_granularity, "value", run.config.weight_granularity)),
+                "val": run.metrics.get("val"), "test": run.metrics.get("test"), "data": run.data.describe()},
+        check={"max_abs_diff_vs_masked_model": difference, "nodes": graph["num_nodes"]})
+    write_export(out, exported, graph, architecture)
+    return architecture
+
+
+def describe(exported: ExportedModel, model: str, constructor: dict, graph: dict, dense: int) -> dict:
+    """The ``architecture.json`` entries :func:`load_exported` needs, plus kept sizes and MACs.
+
+    Args:
+        exported: from :func:`compact`.
+        model: registered model name (see :data:`gnnprune.nn.MODELS`).
+        constructor: arguments of :func:`~gnnprune.nn.build_model` that built the unpruned model
+            (``in_channels``, ``out_channels``, ``hidden_channels``, ``num_layers``, ``dropout``, ``options``).
+        graph: from :func:`kept_graph`.
+        dense: MACs of the unpruned model on the whole graph (:func:`dense_macs`).
+    """
+    n, columns = int(graph["num_nodes"]), int(graph["edge_index"].size(1))
     macs = exported.macs(n, columns)
-    dense = run.metrics.get("macs", {}).get("dense") or dense_macs(run.model, n, run.data.edges.num_edges)
-    architecture = {
+    return {
         "format": FORMAT, "version": VERSION, "gnnprune": __version__, "torch": torch.__version__,
-        "model": m.name, "constructor": constructor,
-        "num_features": run.data.num_features, "num_classes": run.data.num_classes,
-        "task": run.data.task, "metric": run.data.metric,
+        "model": model, "constructor": constructor,
+        "num_features": exported.num_features, "num_classes": constructor["out_channels"],
         "kept_features": int(exported.kept_features.numel()),
         "units": exported.units,
         "tensors": {name: list(t.shape) for name, t in exported.state_dict().items()},
         "graph": {"num_nodes": n, "kept_undirected_edges": columns // 2, "edge_index_columns": columns},
         "macs": {"exported": _total(macs), "exported_nonzero": _total(exported.macs(n, columns, nonzero=True)),
-                 "dense": dense, "ratio": _total(macs) / dense, "per_layer": macs},
-        "source": {"run": str(Path(run_dir).resolve()), "seed": run.seed, "method": run.config.method,
-                   "dataset": run.config.dataset, "targets": vars(run.config.targets),
-                   "weight_granularity": str(getattr(run.config.weight_granularity, "value", run.config.weight_granularity)),
-                   "val": run.metrics.get("val"), "test": run.metrics.get("test"), "data": run.data.describe()},
-        "check": {"max_abs_diff_vs_masked_model": difference, "nodes": n},
+                 "dense": int(dense), "ratio": _total(macs) / dense, "per_layer": macs},
     }
-    write_export(out, exported, graph, architecture)
-    return architecture
 
 
 def write_export(out: Path, exported: ExportedModel, graph: dict, architecture: dict) -> None:

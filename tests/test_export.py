@@ -6,8 +6,8 @@ import torch
 
 from gnnprune.cli import main
 from gnnprune.copruning import WEIGHT_PREFIX, CoPruner
-from gnnprune.export import (ExportError, compact, export_run, kept_graph, load_export_graph, load_exported,
-                             max_abs_difference, predict)
+from gnnprune.export import (ExportError, compact, dense_macs, describe, export_run, kept_graph, load_export_graph,
+                             load_exported, max_abs_difference, predict, write_export)
 from gnnprune.graph import DirectedEdges, EdgeSet, MaskedGraph
 from gnnprune.nn import MODELS, build_model
 from gnnprune.runs import load_run
@@ -136,7 +136,7 @@ UNITS = [0, 3, 4, 9, 12]
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("structure", ["unstructured", "structured"])
-def test_every_zoo_model_exports_to_the_same_outputs(name, structure, small_csbm):
+def test_every_zoo_model_exports_to_the_same_outputs(name, structure, small_csbm, tmp_path):
     data = small_csbm
     weights = 0.9 if structure == "unstructured" else 0.0
     model, pruner = _pruned(name, data, weights)
@@ -151,6 +151,18 @@ def test_every_zoo_model_exports_to_the_same_outputs(name, structure, small_csbm
     for space, count in dropped.items():
         units = exported.units[space]
         assert units["total"] - units["kept"] == count, units
+    # written and read back: the same outputs from the files alone
+    spec = MODELS[name]
+    constructor = {"in_channels": data.num_features, "out_channels": data.num_classes,
+                   "hidden_channels": SMALL.get(name, {}).get("hidden_channels", spec.hidden_channels),
+                   "num_layers": SMALL.get(name, {}).get("num_layers", spec.num_layers), "dropout": spec.dropout,
+                   "options": dict(spec.options)}
+    write_export(tmp_path / "export", exported, graph,
+                 describe(exported, name, constructor, graph, dense_macs(model, data.num_nodes, data.edges.num_edges)))
+    loaded = load_exported(tmp_path / "export")
+    with torch.no_grad():
+        expected = exported(data.x, graph["edge_index"], graph["edge_weight"])
+        assert torch.equal(loaded(data.x, graph["edge_index"], graph["edge_weight"]), expected)
 
 
 def test_unstructured_90_percent_drops_the_units_whose_weights_all_died(small_csbm):
