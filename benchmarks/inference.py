@@ -164,12 +164,13 @@ def cora_accuracy(model_name: str, setting: tuple[str, float, float, float], see
     if data_root is not None:
         args += ["--data-root", str(data_root)]
     record_path = folder / "metrics.json"
-    if not (record_path.exists() and json.loads(record_path.read_text()).get("status") == "done"):
-        from contextlib import redirect_stdout
+    status = json.loads(record_path.read_text()).get("status") if record_path.exists() else None
+    if status != "done":
         import io
+        from contextlib import redirect_stdout
 
-        with redirect_stdout(io.StringIO()):
-            code = gnnprune(args)
+        with redirect_stdout(io.StringIO()):  # an earlier invocation's unfinished run continues
+            code = gnnprune(args + (["--resume"] if status is not None else []))
         if code != 0:
             return {"unavailable": f"gnnprune prune exited {code}", "command": " ".join(args)}
     summary = json.loads(record_path.read_text())["summary"]["test"]

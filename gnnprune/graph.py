@@ -230,7 +230,7 @@ class MaskedGraph:
     def __init__(self, selection: EdgeSelection, edge_weight: Tensor | None = None) -> None:
         self.selection = selection
         self.edge_weight = edge_weight
-        self._ops: dict[str, SparseMatrix] = {}
+        self._ops: dict[str, SparseMatrix | Tensor] = {}
 
     @classmethod
     def full(cls, edge_set: EdgeSet) -> "MaskedGraph":
@@ -251,6 +251,14 @@ class MaskedGraph:
         if self.edge_weight is None or isinstance(self.selection, DirectedEdges):
             return self.edge_weight
         return self.edge_weight.repeat(2)
+
+    def gcn_entry_weights(self) -> Tensor | None:
+        """``[nnz]`` edge weight of every stored entry of ``selection.gcn_pattern`` (self-loops 1), or ``None``."""
+        if self.edge_weight is None:
+            return None
+        if "gcn_entries" not in self._ops:
+            self._ops["gcn_entries"] = entry_weights(self.edge_weight, self.selection.gcn_pattern[1], self.selection.num_kept)
+        return self._ops["gcn_entries"]
 
     def gcn_operator(self) -> SparseMatrix:
         if "gcn" not in self._ops:

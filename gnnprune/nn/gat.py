@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import MaskedGraph, entry_weights
+from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, sparse_matmul
 from .base import GraphModel, Linear
@@ -32,15 +32,15 @@ def attention_coefficients(score_dst: Tensor, score_src: Tensor, graph: MaskedGr
         ``[nnz, heads]`` coefficients in pattern order.
     """
     n, heads = score_dst.shape
-    pattern, edge_of = graph.selection.gcn_pattern
+    pattern = graph.selection.gcn_pattern[0]
     row, col = pattern.row, pattern.col  # target, source of each stored entry
     # index_select rather than [row]: its backward is a fast index_add
     e = F.leaky_relu(score_dst.index_select(0, row) + score_src.index_select(0, col), negative_slope)  # [nnz, heads]
-    if graph.edge_weight is None:
-        w = None
+    w = graph.gcn_entry_weights()  # computed once per graph, shared by the layers
+    if w is None:
         live = e.detach()
     else:
-        w = entry_weights(graph.edge_weight, edge_of, graph.selection.num_kept).unsqueeze(1)
+        w = w.unsqueeze(1)
         live = e.detach().masked_fill(w.detach() <= 0, -math.inf)
     top = torch.full((n, heads), -math.inf, dtype=e.dtype).scatter_reduce(
         0, row.unsqueeze(1).expand(-1, heads), live, "amax", include_self=True)  # self-loops keep it finite
@@ -186,7 +186,8 @@ class RaggedGATConv(nn.Module):
                                        self.negative_slope)
         pattern = graph.selection.gcn_pattern[0]
         parts = h.split(widths.tolist(), dim=1)
-        out = torch.cat([sparse_matmul(pattern, alpha[:, k].contiguous(), part) for k, part in enumerate(parts)], dim=1)
+        per_head = alpha.t().contiguous()  # one pass over alpha, not one strided copy per head
+        out = torch.cat([sparse_matmul(pattern, per_head[k], part) for k, part in enumerate(parts)], dim=1)
         return out.add_(self.bias)
 
     def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
