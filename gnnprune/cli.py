@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_arguments(p)
     _add_minibatch_arguments(p)
     _add_cnn_commands(sub)
+    _add_export_commands(sub)
     return parser
 
 
@@ -582,6 +583,94 @@ def _cnn_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# export, predict: a run folder as a compact model, and that model's predictions -----------------
+def _add_export_commands(sub) -> None:
+    p = sub.add_parser("export", help="write one seed of a run folder as a compact inference model",
+                       description=(
+                           "Load seed K of RUN_DIR (the weights behind its reported accuracy, its masks and learned "
+                           "gates), remove what cannot change its output (pruned feature columns, hidden units that "
+                           "are always zero or never read) and write OUT/architecture.json (model, widths, kept "
+                           "sizes, MACs, source run), OUT/model.pt (state_dict) and OUT/graph.pt (edge_index, "
+                           "edge_weight, num_nodes). The exported model's logits are checked against the masked "
+                           "model's on the run's data set before anything is written. Load it with "
+                           "gnnprune.export.load_exported(OUT), call it as model(x, edge_index, edge_weight)."),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder written by 'gnnprune prune'")
+    p.add_argument("--seed", type=_non_negative_int, help="which seed (default: the run's first finished one)")
+    p.add_argument("--out", required=True, type=Path, help="export folder (must not exist or be empty)")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(handler=_export)
+    p = sub.add_parser("predict", help="predict every node's class with an exported model",
+                       description=(
+                           "Run the model in EXPORT_DIR on DATASET's features and write FILE, a CSV with one row "
+                           "per node: node, predicted class, one probability per class. Prints the score on the "
+                           "data set's test split."),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("export_dir", type=Path, metavar="EXPORT_DIR", help="a folder written by 'gnnprune export'")
+    p.add_argument("--dataset", required=True, help="the data set whose nodes to predict (same feature columns)")
+    p.add_argument("--out", required=True, type=Path, help="CSV file to write (must not exist)")
+    p.add_argument("--graph", choices=("pruned", "dataset"), default="pruned",
+                   help="propagate over the export's pruned graph with its learned edge weights, or over the "
+                        "data set's own graph with unit weights")
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(handler=_predict, download=False)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export import ExportError, export_run
+    from .io import OutputExistsError, check_new_folder
+    from .runs import RunFileError, run_config
+
+    try:
+        check_new_folder(args.out)
+        args.dataset, args.download = run_config(args.run_dir).dataset, False
+    except (RunFileError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    data = _load_data(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        architecture = export_run(args.run_dir, args.out, args.seed, data=data)
+    except (RunFileError, ExportError) as exc:
+        raise UsageError(str(exc)) from None
+    macs, source = architecture["macs"], architecture["source"]
+    units = ", ".join(f"{name} {u['kept']}/{u['total']}" for name, u in architecture["units"].items())
+    print(f"{architecture['model']} seed {source['seed']} ({source['method']}, recorded test {source['test']:.4f}): "
+          f"kept {units}; MACs {macs['exported']}/{macs['dense']} ({macs['ratio']:.4f} of dense); max |exported - "
+          f"masked| {architecture['check']['max_abs_diff_vs_masked_model']:.2e}")
+    print(f"wrote {args.out}/architecture.json")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export import ExportError, predict, read_architecture, write_predictions
+
+    try:
+        if args.out.exists():
+            raise ExportError(f"output file {args.out} already exists; choose another --out")
+        read_architecture(args.export_dir)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    data = _load_data(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        prediction = predict(args.export_dir, data, use_dataset_graph=args.graph == "dataset")
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    write_predictions(prediction, args.out)
+    if prediction.test_score is not None:
+        print(f"test {prediction.metric} {prediction.test_score:.4f} ({int(data.test_mask.sum())} nodes)")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -591,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
             return _prune(args)
         if args.command == "cnn":
             return args.cnn_handler(args)
+        if args.command in ("export", "predict"):
+            return args.handler(args)
     except UsageError as exc:
         print(f"gnnprune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -533,7 +533,18 @@ class CoPruner:
             state["feature_gate"] = self.feature_gate.detach().clone()
         return state
 
+    def state_keys(self) -> set[str]:
+        """The keys of :meth:`state_dict`: ``masks``, plus ``edge_logit`` / ``feature_gate`` when learned."""
+        return {"masks"} | {name for name, gate in (("edge_logit", self.edge_logit),
+                                                    ("feature_gate", self.feature_gate)) if gate is not None}
+
     def load_state_dict(self, state: dict) -> None:
+        """Restore masks and gates; any missing, unexpected or misshapen entry raises :class:`PrunerStateError`.
+
+        Strict on purpose: a pruner built with other settings (say without learned edge
+        weights) must not drop a saved ``edge_logit`` and compute something else.
+        """
+        check_pruner_state(self, state)
         self.engine.load_state_dict(state["masks"])
         with torch.no_grad():
             if self.edge_logit is not None:
@@ -565,6 +576,42 @@ def _unit_view(units: Tensor, piece: UnitSlice, shape: torch.Size) -> Tensor:
     first, last = piece.dims[0], piece.dims[-1]
     view = [1] * first + [shape[d] for d in piece.dims] + [1] * (len(shape) - last - 1)
     return units.reshape(view).expand(shape)
+
+
+class PrunerStateError(ValueError):
+    """A saved pruner state does not fit the pruner (the message names the key)."""
+
+
+def check_pruner_state(pruner: CoPruner, state) -> None:
+    """Raise :class:`PrunerStateError` naming the first key of ``state`` that does not fit ``pruner``."""
+    if not isinstance(state, Mapping):
+        raise PrunerStateError(f"expected a dict of masks and gates, got {type(state).__name__}")
+    _check_keys(set(state), pruner.state_keys(), "")
+    masks = state["masks"]
+    if not isinstance(masks, Mapping):
+        raise PrunerStateError(f"key 'masks' holds {type(masks).__name__}, not a dict of sites")
+    _check_keys(set(masks), {site.name for site in pruner.engine}, "masks.")
+    for site in pruner.engine:
+        entry = masks[site.name]
+        if not isinstance(entry, Mapping) or not torch.is_tensor(entry.get("mask")):
+            raise PrunerStateError(f"key 'masks.{site.name}' has no 'mask' tensor")
+        if tuple(entry["mask"].shape) != tuple(site.mask.shape) or entry["mask"].dtype != torch.bool:
+            raise PrunerStateError(f"key 'masks.{site.name}.mask' is {entry['mask'].dtype} "
+                                   f"{list(entry['mask'].shape)}, expected torch.bool {list(site.mask.shape)}")
+        if entry.get("kind") != site.kind.value:
+            raise PrunerStateError(f"key 'masks.{site.name}.kind' is {entry.get('kind')!r}, expected {site.kind.value!r}")
+    for name in ("edge_logit", "feature_gate"):
+        gate = getattr(pruner, name)
+        if gate is not None and (not torch.is_tensor(state[name]) or state[name].shape != gate.shape):
+            got = list(state[name].shape) if torch.is_tensor(state[name]) else type(state[name]).__name__
+            raise PrunerStateError(f"key '{name}' is {got}, expected a tensor of shape {list(gate.shape)}")
+
+
+def _check_keys(found: set[str], expected: set[str], prefix: str) -> None:
+    for kind, keys in (("missing", sorted(expected - found)), ("unexpected", sorted(found - expected))):
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise PrunerStateError(f"{kind} key '{prefix}{keys[0]}'{more}")
 
 
 def _no_scores(mask: Tensor) -> Tensor:

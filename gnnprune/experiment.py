@@ -117,12 +117,34 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         return train_once(OneShot(targets, prune_epoch=train_config.epochs), model, data, train_config,
-                          learn_gates=True, epochs=train_config.epochs + finetune,
+                          learn_gates=learns_gates(config), epochs=train_config.epochs + finetune,
                           progress=progress, **layout, **loop)
     hooks = {"dense": Dense, "random": lambda: RandomMasks(targets), "cgp": lambda: CGP(config.cgp, targets)}
-    learn_gates = config.method == "cgp" and not targets.is_dense
-    return train_once(hooks[config.method](), model, data, train_config, learn_gates=learn_gates,
+    return train_once(hooks[config.method](), model, data, train_config, learn_gates=learns_gates(config),
                       progress=progress, **layout, **loop)
+
+
+def learns_gates(config: ExperimentConfig) -> bool:
+    """Whether a run of ``config`` learns edge weights and feature gates (its masks.pt then holds
+    ``edge_logit`` and ``feature_gate``): CGP with any target above 0, and one-shot (its dense
+    phase gives edges and features a magnitude). UGS's soft masks live in its rounds only; its
+    ticket, the pruner it saves, has none."""
+    return config.method == "oneshot" or (config.method == "cgp" and not config.targets.is_dense)
+
+
+def build_pruner(config: ExperimentConfig, model, data: GraphData, seed: int) -> CoPruner:
+    """A pruner like the one a run of ``config`` (seed ``seed``) saves as masks.pt, all entries live.
+
+    Load a saved state into it with :meth:`CoPruner.load_state_dict` (strict).
+    """
+    options = {"learn_edge_weights": learns_gates(config), "learn_feature_gates": learns_gates(config),
+               "weight_granularity": WeightGranularity(config.weight_granularity),
+               "weight_distribution": WeightDistribution(config.weight_distribution)}
+    if config.minibatch is not None:
+        from .minibatch import MiniBatchCoPruner
+
+        return MiniBatchCoPruner(model, data, config.minibatch, seed=seed, **options)
+    return CoPruner(model, data, **options)
 
 
 def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True, *,
@@ -172,15 +194,24 @@ def measure_fitted(config: ExperimentConfig, data: GraphData, seed: int, model, 
 
 
 def pruned_graph(pruner: CoPruner) -> dict:
-    """Kept undirected edges (and both directions), their learned weights, kept feature indices."""
+    """Kept edges and their learned weights, kept feature indices.
+
+    ``edge_index`` ``[2, 2E]`` holds both directions of each of the ``E`` kept undirected
+    edges and ``edge_weight`` ``[2E]`` one weight per column (``None`` where edge weights are
+    not learned: all 1), so ``torch_geometric.data.Data(edge_index=..., edge_weight=...)``
+    takes them as they are; ``undirected_edges`` ``[2, E]`` and ``undirected_edge_weight``
+    ``[E]`` are the same edges once each.
+    """
     keep = pruner.engine.mask("edges")
     kept = pruner.edge_set.edges[:, keep]
     weight = pruner.edge_weight()
+    weight = None if weight is None else weight.detach()[keep].clone()
     return {
         "num_nodes": pruner.edge_set.num_nodes,
         "undirected_edges": kept.clone(),
+        "undirected_edge_weight": weight,
         "edge_index": torch.cat([kept, kept.flip(0)], dim=1),
-        "edge_weight": None if weight is None else weight.detach()[keep].clone(),
+        "edge_weight": None if weight is None else weight.repeat(2),
         "feature_index": pruner.kept_feature_index(),
         "feature_gate": None if pruner.feature_gate is None else pruner.feature_gate.detach()[pruner.kept_feature_index()].clone(),
     }

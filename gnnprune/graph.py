@@ -101,13 +101,17 @@ class EdgeSelection:
         """
         n = self.num_nodes
         src, dst = self.edge_index
-        edge_of = torch.arange(self.num_kept).repeat(2)
+        edge_of = self._column_edges()
         if self_loops:
             loops = torch.arange(n)
             src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
             edge_of = torch.cat([edge_of, torch.full((n,), self.num_kept)])
         pattern, order = CSRPattern.from_coo(dst, src, (n, n))
         return pattern, edge_of[order]
+
+    def _column_edges(self) -> Tensor:
+        """Per column of :attr:`edge_index`, the index of its weight (both directions share one)."""
+        return torch.arange(self.num_kept).repeat(2)
 
     @cached_property
     def gcn_pattern(self) -> tuple[CSRPattern, Tensor]:
@@ -156,6 +160,48 @@ class EdgeSelection:
         return op
 
 
+class DirectedEdges(EdgeSelection):
+    """A directed ``edge_index`` with one weight per column, as PyTorch Geometric passes graphs.
+
+    Has the operators of :class:`EdgeSelection` (GCN normalisation with self-loops, weighted
+    neighbour mean), built from the columns as given: column ``(j, i)`` is the entry
+    ``A[i, j]`` and weight ``k`` of a model's ``edge_weight`` belongs to column ``k``. For a
+    graph holding both directions of every edge with equal weights, the operators equal
+    those of the same edges as an :class:`EdgeSelection`. Degrees are summed over incoming
+    columns (as PyG's ``gcn_norm``).
+
+    Args:
+        edge_index: ``[2, E]`` long, (source, target) per column, no self-loops (the
+            operators add their own).
+        num_nodes: number of nodes.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        if edge_index.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
+        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+            raise ValueError(f"edge_index has endpoints outside [0, {num_nodes})")
+        if bool((edge_index[0] == edge_index[1]).any()):
+            raise ValueError("edge_index holds self-loops; the operators add their own, drop them first")
+        self.edge_index = edge_index.long()
+        self._num_nodes = int(num_nodes)
+        self._unit_cache: dict[str, SparseMatrix] = {}
+
+    @property
+    def num_nodes(self) -> int:
+        return self._num_nodes
+
+    @property
+    def num_kept(self) -> int:
+        """Number of columns (each carries its own weight)."""
+        return int(self.edge_index.size(1))
+
+    def _column_edges(self) -> Tensor:
+        return torch.arange(self.num_kept)
+
+
 def entry_weights(edge_weight: Tensor | None, edge_of: Tensor, num_kept: int) -> Tensor:
     """Per stored entry of a pattern, the weight of its undirected edge (self-loops: 1).
 
@@ -184,7 +230,7 @@ class MaskedGraph:
     def __init__(self, selection: EdgeSelection, edge_weight: Tensor | None = None) -> None:
         self.selection = selection
         self.edge_weight = edge_weight
-        self._ops: dict[str, SparseMatrix] = {}
+        self._ops: dict[str, SparseMatrix | Tensor] = {}
 
     @classmethod
     def full(cls, edge_set: EdgeSet) -> "MaskedGraph":
@@ -202,7 +248,17 @@ class MaskedGraph:
     @property
     def directed_edge_weight(self) -> Tensor | None:
         """Weights aligned with :attr:`edge_index`, or ``None``."""
-        return None if self.edge_weight is None else self.edge_weight.repeat(2)
+        if self.edge_weight is None or isinstance(self.selection, DirectedEdges):
+            return self.edge_weight
+        return self.edge_weight.repeat(2)
+
+    def gcn_entry_weights(self) -> Tensor | None:
+        """``[nnz]`` edge weight of every stored entry of ``selection.gcn_pattern`` (self-loops 1), or ``None``."""
+        if self.edge_weight is None:
+            return None
+        if "gcn_entries" not in self._ops:
+            self._ops["gcn_entries"] = entry_weights(self.edge_weight, self.selection.gcn_pattern[1], self.selection.num_kept)
+        return self._ops["gcn_entries"]
 
     def gcn_operator(self) -> SparseMatrix:
         if "gcn" not in self._ops:

@@ -223,10 +223,12 @@ class MiniBatchCoPruner(CoPruner):
         """Masks and gates, plus the batch generator (so that a resumed run draws the same batches)."""
         return {**super().state_dict(), "batch_generator": self.generator.get_state()}
 
+    def state_keys(self) -> set[str]:
+        return super().state_keys() | {"batch_generator"}
+
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        if "batch_generator" in state:
-            self.generator.set_state(state["batch_generator"])
+        self.generator.set_state(state["batch_generator"])
 
     def _probe_backward(self, loss_fn: Callable[[Tensor, NodeBatch], Tensor], gate: Tensor,
                         edge_value: Tensor) -> float:

@@ -233,7 +233,8 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
     Each epoch: the method's ``on_epoch_start`` (mask updates), one forward/backward over the
     kept graph, dead-weight gradients masked, an Adam step, dead weights re-zeroed, then
     evaluation. The selected model is the one with the best validation score among the
-    epochs the method marks selectable; its test score is reported.
+    epochs the method marks selectable; its test score is reported, and ``model`` and
+    ``pruner`` are left at its state (weights, masks, gates).
 
     Args:
         checkpoint_every: hand a checkpoint to ``on_checkpoint`` after every ``checkpoint_every``-th
@@ -289,6 +290,8 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
     elapsed = spent + time.perf_counter() - start
     if best is None:
         raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
+    model.load_state_dict(best["model"])  # leave model and masks at the selected epoch, whose scores are reported
+    pruner.load_state_dict(best["pruner"])
     return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
                        history, run.log, best["model"], best["pruner"])
 

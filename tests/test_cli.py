@@ -47,6 +47,7 @@ def test_cli_run_writes_every_file(tmp_path, cora):
         graph = torch.load(folder / "pruned_graph.pt", weights_only=True)
         assert graph["undirected_edges"].shape == (2, 2639)
         assert graph["edge_index"].shape == (2, 2 * 2639)
+        assert graph["edge_weight"].shape == (2 * 2639,)  # one weight per directed column, as PyG expects
         assert graph["feature_index"].numel() == 1433 - 716
     assert not list(out.rglob("*.tmp"))
 
@@ -383,7 +384,32 @@ BAD_INPUT = [
     ("resume-checkpoint-of-other-seed", ["--out", "{run}", "--resume"],
      "checkpoint {run}/seed-1/checkpoint.pt belongs to another run", _checkpoint_of_other_seed),
 ]
-BAD_INPUT_CASES = 74
+EXPORT_SPEC = TABLE_RUN[2]
+BAD_INPUT += [  # export and predict: the whole command line is given, with --out {out}
+    ("export-no-run", ["export", "{run}/nothing", "--out", "{out}"], "{run}/nothing/metrics.json not found", "run"),
+    ("export-tampered-masks", ["export", "{done}", "--out", "{out}"],
+     "cannot load {done}/seed-0/masks.pt: missing key 'masks'", lambda run: _drop_key(run.parent / "done" / "seed-0" / "masks.pt", "masks")),
+    ("export-unknown-seed", ["export", "{done}", "--seed", "7", "--out", "{out}"], "run {done} has no seed 7; its seeds are 0, 1",
+     "done"),
+    ("export-unfinished", ["export", "{run}", "--out", "{out}"], "run {run} has no finished seed", "run"),
+    ("export-out-not-empty", ["export", "{done}", "--out", "{run}"], "already exists and is not empty", "run"),
+    ("predict-not-an-export", ["predict", "{done}", "--dataset", EXPORT_SPEC, "--out", "{out}"],
+     "{done}/architecture.json not found (not a gnnprune export folder?)", "done"),
+    ("predict-out-exists", ["predict", "{export}", "--dataset", EXPORT_SPEC, "--out", "{run}/metrics.json"],
+     "output file {run}/metrics.json already exists", "run"),
+    ("predict-other-features", ["predict", "{export}", "--dataset", EXPORT_SPEC.replace("num_features=16", "num_features=8"),
+                                "--out", "{out}"], "has 8 features; the export in {export} reads 16", "run"),
+    ("predict-damaged-model", ["predict", "{export}", "--dataset", EXPORT_SPEC, "--out", "{out}"],
+     "cannot load {export}/model.pt: missing key 'net.convs.0.bias'",
+     lambda run: _drop_key(run.parent / "export" / "model.pt", "net.convs.0.bias")),
+]
+BAD_INPUT_CASES = 83
+
+
+def _drop_key(path, key):
+    state = torch.load(path, weights_only=True)
+    del state[key]
+    torch.save(state, path)
 
 
 def test_bad_input_table_size():
@@ -409,6 +435,7 @@ def prepared_runs(tmp_path_factory):
             run_experiment(config, data, folder / "run", progress=False, checkpoint_every=5,
                            should_stop=lambda: next(polls) == 12)
         assert main(_with(["--out", str(folder / "done")])) == 0
+        assert main(["export", str(folder / "done"), "--out", str(folder / "export")]) == 0
     finally:
         torch.set_num_threads(threads)
     return folder
@@ -423,9 +450,10 @@ def _snapshot(*folders):
 @pytest.mark.parametrize("case", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
 def test_bad_input(case, tmp_path, prepared_runs, capsys):
     name, extra, message, prepare = case
-    places = {"run": tmp_path / "run", "done": tmp_path / "done", "data": tmp_path / "data"}
-    shutil.copytree(prepared_runs / "run", places["run"])
-    shutil.copytree(prepared_runs / "done", places["done"])
+    places = {"run": tmp_path / "run", "done": tmp_path / "done", "data": tmp_path / "data",
+              "export": tmp_path / "export", "out": tmp_path / "out"}
+    for name in ("run", "done", "export"):
+        shutil.copytree(prepared_runs / name, places[name])
     if isinstance(prepare, tuple):
         raw = places["data"] / "Planetoid" / "Cora" / "raw"
         shutil.copytree(REPO / "data" / "Planetoid" / "Cora" / "raw", raw)
@@ -435,7 +463,8 @@ def test_bad_input(case, tmp_path, prepared_runs, capsys):
     elif callable(prepare):
         prepare(places["run"])
     fill = lambda text: text.format(**{k: str(v) for k, v in places.items()})  # noqa: E731
-    args = _with([fill(a) for a in extra])
+    whole = extra[0] in ("export", "predict")  # a whole command line, not flags for TABLE_RUN
+    args = [fill(a) for a in extra] if whole else _with([fill(a) for a in extra])
     if "--out" not in extra:
         args = _with(["--out", str(tmp_path / "out")], args)
     before = _snapshot(tmp_path)

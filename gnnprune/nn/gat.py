@@ -8,12 +8,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graph import MaskedGraph, entry_weights
+from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, sparse_matmul
 from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
 
 _MAX_EXPONENT = 60.0  # caps exp() for zero-weight entries scoring above every live one (probe pass)
+
+
+def attention_coefficients(score_dst: Tensor, score_src: Tensor, graph: MaskedGraph,
+                           negative_slope: float = 0.2) -> Tensor:
+    """Edge-weighted attention softmax over each node's kept in-edges and its self-loop.
+
+    .. math::
+        e_{ij} = \\mathrm{LeakyReLU}(s^{dst}_i + s^{src}_j), \\qquad
+        \\alpha_{ij} = \\frac{w_{ij} \\exp(e_{ij})}{\\sum_{k} w_{ik} \\exp(e_{ik})}
+
+    Args:
+        score_dst, score_src: ``[N, heads]`` per-node scores (:math:`a_{dst} \\cdot h_i`, :math:`a_{src} \\cdot h_j`).
+        graph: kept edges and their weights; entries follow ``graph.selection.gcn_pattern``.
+        negative_slope: slope of the LeakyReLU.
+
+    Returns:
+        ``[nnz, heads]`` coefficients in pattern order.
+    """
+    n, heads = score_dst.shape
+    pattern = graph.selection.gcn_pattern[0]
+    row, col = pattern.row, pattern.col  # target, source of each stored entry
+    # index_select rather than [row]: its backward is a fast index_add
+    e = F.leaky_relu(score_dst.index_select(0, row) + score_src.index_select(0, col), negative_slope)  # [nnz, heads]
+    w = graph.gcn_entry_weights()  # computed once per graph, shared by the layers
+    if w is None:
+        live = e.detach()
+    else:
+        w = w.unsqueeze(1)
+        live = e.detach().masked_fill(w.detach() <= 0, -math.inf)
+    top = torch.full((n, heads), -math.inf, dtype=e.dtype).scatter_reduce(
+        0, row.unsqueeze(1).expand(-1, heads), live, "amax", include_self=True)  # self-loops keep it finite
+    numerator = torch.exp((e - top.index_select(0, row)).clamp_max(_MAX_EXPONENT))
+    if w is not None:
+        numerator = w * numerator
+    denominator = torch.zeros(n, heads, dtype=e.dtype).index_add_(0, row, numerator)
+    return numerator / denominator.index_select(0, row)
 
 
 class GATConv(nn.Module):
@@ -67,25 +103,10 @@ class GATConv(nn.Module):
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
         n, heads, channels = graph.num_nodes, self.heads, self.out_channels
         h = self.lin(x).view(n, heads, channels)
-        pattern, edge_of = graph.selection.gcn_pattern
-        row, col = pattern.row, pattern.col  # target, source of each stored entry
+        pattern = graph.selection.gcn_pattern[0]
         score_dst = (h * self.att_dst).sum(-1)  # [N, heads]
         score_src = (h * self.att_src).sum(-1)
-        # index_select rather than [row]: its backward is a fast index_add
-        e = F.leaky_relu(score_dst.index_select(0, row) + score_src.index_select(0, col), self.negative_slope)  # [nnz, heads]
-        if graph.edge_weight is None:
-            w = None
-            live = e.detach()
-        else:
-            w = entry_weights(graph.edge_weight, edge_of, graph.selection.num_kept).unsqueeze(1)
-            live = e.detach().masked_fill(w.detach() <= 0, -math.inf)
-        top = torch.full((n, heads), -math.inf, dtype=e.dtype).scatter_reduce(
-            0, row.unsqueeze(1).expand(-1, heads), live, "amax", include_self=True)  # self-loops keep it finite
-        numerator = torch.exp((e - top.index_select(0, row)).clamp_max(_MAX_EXPONENT))
-        if w is not None:
-            numerator = w * numerator
-        denominator = torch.zeros(n, heads, dtype=e.dtype).index_add_(0, row, numerator)
-        alpha = numerator / denominator.index_select(0, row)
+        alpha = attention_coefficients(score_dst, score_src, graph, self.negative_slope)
         alpha = dropout(alpha, self.attention_dropout, self.training)
         out = torch.stack([sparse_matmul(pattern, alpha[:, k].contiguous(), h[:, k]) for k in range(heads)], dim=1)
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
@@ -105,6 +126,81 @@ class GATConv(nn.Module):
             channels, heads = int(live.sum()), int(live.view(self.heads, self.out_channels).any(1).sum())
         return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),
                 "aggregation": aggregation_macs(entries, channels) + aggregation_macs(entries, heads)}
+
+
+class RaggedGATConv(nn.Module):
+    """:class:`GATConv` with concatenated heads of unequal widths, for models whose hidden units were removed.
+
+    Output column :math:`c` belongs to head :math:`k(c)` (``head_index[c]``); with
+    :math:`h = x W` and :math:`C_k` the columns of head :math:`k`,
+
+    .. math::
+        s^{dst}_{ik} = \\sum_{c \\in C_k} a^{dst}_c h_{ic}, \\qquad
+        s^{src}_{jk} = \\sum_{c \\in C_k} a^{src}_c h_{jc}, \\qquad
+        x'_{ic} = \\sum_j \\alpha_{ij,k(c)}\\, h_{jc} + b_c
+
+    with :math:`\\alpha` from :func:`attention_coefficients`. A head with no column left is
+    gone, with its softmax. :meth:`from_conv` gives the layer of a :class:`GATConv` with
+    concatenated heads (same outputs); removing columns from both sides then keeps them, as
+    long as a removed column is one whose output nobody reads and whose attention weights
+    are zero, or whose ``h`` column and bias are zero.
+
+    Args:
+        in_channels: input width.
+        head_index: ``[C]`` non-decreasing head of each output column.
+        negative_slope: slope of the LeakyReLU of the attention scores.
+
+    Shapes:
+        x: ``[N, in_channels]``; output ``[N, C]``. ``att_src``, ``att_dst``, ``bias``: ``[C]``.
+    """
+
+    def __init__(self, in_channels: int, head_index: Tensor, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        head_index = head_index.long()
+        if head_index.dim() != 1 or bool((head_index.diff() < 0).any()):
+            raise ValueError("head_index must be a non-decreasing 1-D tensor")
+        channels = head_index.numel()
+        self.lin = Linear(in_channels, channels, bias=False)
+        self.att_src = nn.Parameter(torch.zeros(channels))
+        self.att_dst = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("head_index", head_index.clone())
+        self.negative_slope = negative_slope
+
+    @classmethod
+    def from_conv(cls, conv: GATConv) -> "RaggedGATConv":
+        """The same layer as ``conv`` (which must concatenate its heads)."""
+        if not conv.concat:
+            raise ValueError("only a GATConv with concatenated heads has per-head output columns")
+        head_index = torch.arange(conv.heads).repeat_interleave(conv.out_channels)
+        layer = cls(conv.lin.weight.size(0), head_index, conv.negative_slope)
+        with torch.no_grad():
+            layer.lin.weight.copy_(conv.lin.weight)
+            layer.att_src.copy_(conv.att_src.reshape(-1))
+            layer.att_dst.copy_(conv.att_dst.reshape(-1))
+            layer.bias.copy_(conv.bias)
+        return layer
+
+    def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:
+        h = self.lin(x)
+        if h.size(1) == 0:
+            return h + self.bias
+        heads, widths = torch.unique_consecutive(self.head_index, return_counts=True)
+        member = (self.head_index.unsqueeze(1) == heads.unsqueeze(0)).to(h.dtype)  # [C, live heads]
+        alpha = attention_coefficients((h * self.att_dst) @ member, (h * self.att_src) @ member, graph,
+                                       self.negative_slope)
+        pattern = graph.selection.gcn_pattern[0]
+        parts = h.split(widths.tolist(), dim=1)
+        per_head = alpha.t().contiguous()  # one pass over alpha, not one strided copy per head
+        out = torch.cat([sparse_matmul(pattern, per_head[k], part) for k, part in enumerate(parts)], dim=1)
+        return out.add_(self.bias)
+
+    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
+        """As :meth:`GATConv.macs`, with the live heads and their columns."""
+        entries = gcn_operator_entries(kept_edges, num_nodes)
+        heads = int(torch.unique(self.head_index).numel())
+        return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),
+                "aggregation": aggregation_macs(entries, self.head_index.numel()) + aggregation_macs(entries, heads)}
 
 
 class GAT(GraphModel):
