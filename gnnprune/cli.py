@@ -90,6 +90,10 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, the embedded Cora/CiteSeer)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .copruning import EdgeRanking, FeatureScore, WeightGranularity
     from .masks import WeightDistribution
@@ -123,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=_non_negative_int, default=0)
     seeds.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2,3,4 (adds mean ± std)")
     p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, the embedded Cora/CiteSeer)")
+    _add_data_root(p)
     p.add_argument("--download", action="store_true",
                    help="download a public data set that is under no data root (needs a network)")
     g = p.add_argument_group("model (defaults: the model's usual hyperparameters)")
@@ -409,7 +413,7 @@ def _add_cnn_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> Non
     p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", required=True, type=Path, help="run folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, the embedded Cora/CiteSeer)")
+    _add_data_root(p)
     p.add_argument("--threads", type=_positive_int, help=threads_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -593,27 +597,25 @@ def _add_export_commands(sub) -> None:
                            "sizes, MACs, source run), OUT/model.pt (state_dict) and OUT/graph.pt (edge_index, "
                            "edge_weight, num_nodes). The exported model's logits are checked against the masked "
                            "model's on the run's data set before anything is written. Load it with "
-                           "gnnprune.export.load_exported(OUT), call it as model(x, edge_index, edge_weight)."),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           "gnnprune.export.load_exported(OUT), call it as model(x, edge_index, edge_weight)."))
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder written by 'gnnprune prune'")
     p.add_argument("--seed", type=_non_negative_int, help="which seed (default: the run's first finished one)")
     p.add_argument("--out", required=True, type=Path, help="export folder (must not exist or be empty)")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+    _add_data_root(p)
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(handler=_export)
     p = sub.add_parser("predict", help="predict every node's class with an exported model",
                        description=(
                            "Run the model in EXPORT_DIR on DATASET's features and write FILE, a CSV with one row "
                            "per node: node, predicted class, one probability per class. Prints the score on the "
-                           "data set's test split."),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           "data set's test split."))
     p.add_argument("export_dir", type=Path, metavar="EXPORT_DIR", help="a folder written by 'gnnprune export'")
     p.add_argument("--dataset", required=True, help="the data set whose nodes to predict (same feature columns)")
     p.add_argument("--out", required=True, type=Path, help="CSV file to write (must not exist)")
     p.add_argument("--graph", choices=("pruned", "dataset"), default="pruned",
-                   help="propagate over the export's pruned graph with its learned edge weights, or over the "
-                        "data set's own graph with unit weights")
-    p.add_argument("--data-root", type=Path, help="data folder (else $GNNPRUNE_DATA, ./data, ../shared/data)")
+                   help="propagate over the export's pruned graph with its learned edge weights (default), or "
+                        "over the data set's own graph with unit weights")
+    _add_data_root(p)
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(handler=_predict, download=False)
 
