@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, PruneTargets
+from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from ..data import GraphData
 from ..nn import GraphModel
 from ..training import TrainConfig, train
@@ -96,23 +96,22 @@ class WeightMask(nn.Module):
         return weight * self.mask
 
 
-def attach_weight_masks(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
+def attach_weight_masks(model: GraphModel, names: list[str]) -> dict[str, nn.Parameter]:
     """Put a :class:`WeightMask` on each named weight; returns the mask parameters by weight name."""
     masks = {}
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
+        module, attr = model.weight_owner(name)
         param = getattr(module, attr)
         parametrize.register_parametrization(module, attr, WeightMask(param.shape))
         masks[name] = module.parametrizations[attr][0].mask
     return masks
 
 
-def detach_weight_masks(model: nn.Module, names: list[str]) -> None:
+def detach_weight_masks(model: GraphModel, names: list[str]) -> None:
     """Remove the masks, restoring the plain weight parameters (the same tensor objects)."""
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        parametrize.remove_parametrizations(model.get_submodule(module_name), attr, leave_parametrized=False)
+        module, attr = model.weight_owner(name)
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
 
 
 class UGSRound(Dense):
@@ -196,7 +195,8 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
         pruner.load_state_dict(result.pruner_state)
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
         scores[FEATURES] = pruner.feature_gate.detach().abs()
-        report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
+        report = pruner.update(sparsity, prune_scores=scores,  # edges: by |mask|, the default
+                               edge_ranking=EdgeRanking.GLOBAL)
     finally:
         detach_weight_masks(model, names)
     return result, report, pruner.engine.state_dict()

@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from ..masks.distribution import WeightDistribution
-from .base import GraphModel, Linear
+from .base import GraphModel, Linear, WeightLayout
 from .gcn import GCN, GCNConv
 
 
@@ -88,4 +88,4 @@ def build_model(name: str, in_channels: int, out_channels: int, hidden_channels:
     )
 
 
-__all__ = ["GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "ModelSpec", "build_model", "model_spec"]
+__all__ = ["GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "ModelSpec", "WeightLayout", "build_model", "model_spec"]
