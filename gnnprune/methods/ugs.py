@@ -126,7 +126,8 @@ class UGSRound(Dense):
     def penalty(self, run) -> Tensor:
         pruner: CoPruner = run.pruner
         c = self.config
-        total = c.edge_l1 * pruner.edge_weight()[pruner.engine.mask(EDGES)].abs().sum()
+        edge_weight = pruner.edge_weight()
+        total = 0.0 if edge_weight is None else c.edge_l1 * edge_weight[pruner.engine.mask(EDGES)].abs().sum()
         total = total + c.feature_l1 * pruner.feature_gate[pruner.engine.mask(FEATURES)].abs().sum()
         for name, mask in self.weight_masks.items():
             total = total + c.weight_l1 * (mask.abs() * pruner.weight_mask(name)).sum()
@@ -191,7 +192,7 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     try:
         result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress,
                        should_stop=should_stop)
-        model.load_state_dict(result.model_state)
+        model.load_state_dict(_without_computed_weights(model, names, result.model_state))
         pruner.load_state_dict(result.pruner_state)
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
         scores[FEATURES] = pruner.feature_gate.detach().abs()
@@ -200,3 +201,14 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     finally:
         detach_weight_masks(model, names)
     return result, report, pruner.engine.state_dict()
+
+
+def _without_computed_weights(model: GraphModel, names: list[str], state: dict) -> dict:
+    """``state`` without the masked weights' computed values, which some layers (PyG's ``Linear``)
+    save under the plain weight name beside the parametrization's own entries."""
+    paths = {id(module): path for path, module in model.named_modules()}
+    computed = set()
+    for name in names:
+        module, attr = model.weight_owner(name)
+        computed.add(f"{paths[id(module)]}.{attr}" if paths[id(module)] else attr)
+    return {key: value for key, value in state.items() if key not in computed}
