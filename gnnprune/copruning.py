@@ -118,7 +118,8 @@ class CoPruner:
         self.granularity = WeightGranularity(weight_granularity)
         self.distribution = WeightDistribution(weight_distribution)
         for name, p in self.weights.items():
-            shape = p.shape if self.granularity is WeightGranularity.ELEMENT else (p.shape[self.layouts[name].output_axis],)
+            units = (p.shape[self.layouts[name].output_axis],)
+            shape = p.shape if self.granularity is WeightGranularity.ELEMENT else units
             self.engine.add(WEIGHT_PREFIX + name, SiteKind.WEIGHT, shape, param=name,
                             granularity=self.granularity.value, reads_features=name in model.input_weight_names)
         self.engine.add(EDGES, SiteKind.EDGE, self.edge_set.num_edges)

@@ -131,7 +131,8 @@ class ExperimentConfig:
                                                             dict(spec.options)),
             "train": TrainConfig(epochs=epochs, lr=spec.lr, weight_decay=spec.weight_decay,
                                  pseudo_label_weight=method.hooks.pseudo_label_weight),
-            "weight_distribution": WeightDistribution.UNIFORM if method is PruneMethod.UGS else spec.weight_distribution,
+            "weight_distribution": (WeightDistribution.UNIFORM if method is PruneMethod.UGS
+                                    else spec.weight_distribution),
             "cgp": CGPConfig.for_epochs(epochs, edge_prior=spec.edge_prior),
         }
         return cls(dataset=dataset, method=method, targets=targets, **{**defaults, **fields})

@@ -302,8 +302,9 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
 
     Each epoch: :meth:`TrainingRun.before_step` (the method's mask updates), one forward over
     the kept graph and :meth:`TrainingRun.step` (penalty, backward, dead-weight gradients
-    masked, an Adam step, dead weights re-zeroed), then evaluation. The selected model is the one with the best validation score among the
-    epochs the method marks selectable; its test score is reported.
+    masked, an Adam step, dead weights re-zeroed), then evaluation. The selected model is the
+    one with the best validation score among the epochs the method marks selectable; its test
+    score is reported.
 
     Args:
         checkpoint_every: hand a checkpoint to ``on_checkpoint`` after every ``checkpoint_every``-th

@@ -296,3 +296,32 @@ def test_attach_adds_the_gates_to_your_optimizer(small_csbm):
                   config=dataclasses.replace(gp.ExperimentConfig.for_model(None, targets=gp.PruneTargets(0.5),
                                                                            epochs=20),
                                              train=gp.TrainConfig(epochs=10)))
+
+
+def test_own_loop_with_the_built_in_objective_equals_prune_with_its_defaults(small_csbm):
+    """CGP's default objective (self-training term) in a loop of your own: ``run.train_loss`` and
+    ``run.set_pseudo_labels`` after each evaluation, as the built-in loop does."""
+    data = small_csbm
+    config = gp.ExperimentConfig.for_model(None, targets=gp.PruneTargets(0.8, 0.3, 0.3), epochs=20)
+    torch.manual_seed(0)
+    built_in = gp.prune(GCN(data.num_features, data.num_classes), data, config=config, progress=False)
+    assert built_in.config.train.pseudo_label_weight == 0.3  # CGP's own
+    torch.manual_seed(0)
+    model = GCN(data.num_features, data.num_classes)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    run = gp.attach(model, data, optimizer, config=config)
+    assert run.config.pseudo_label_weight == 0.3
+    last = None
+    for epoch in range(20):
+        run.before_step(epoch)
+        model.train()
+        optimizer.zero_grad()
+        run.step(run.train_loss(model(*run.inputs())))
+        model.eval()
+        with torch.no_grad():
+            logits = model(*run.inputs())
+        run.set_pseudo_labels(logits)
+        if epoch == built_in.metrics["best_epoch"]:
+            last = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(last[k], v) for k, v in built_in.model.state_dict().items())
