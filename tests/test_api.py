@@ -46,6 +46,9 @@ def test_the_dataclass_defaults_are_those_of_the_library_configuration():
     assert config.method is gp.PruneMethod.CGP
     assert (config.train.pseudo_label_weight, config.train.pseudo_label_warmup, config.train.gate_lr) == (0.3, 50, 0.1)
     assert (config.cgp.prune_start, config.cgp.prune_end) == (10, 150)
+    # the dataclasses alone (gp.train with TrainConfig(), CGPConfig()) run what the command runs for gcn
+    assert config.cgp == gp.CGPConfig() and config.weight_distribution is gp.WeightDistribution.UNIFORM
+    assert config.train == dataclasses.replace(gp.TrainConfig(), pseudo_label_weight=gp.CGP.pseudo_label_weight)
     assert dataclasses.replace(config, seeds=(0,)) == gp.ExperimentConfig.for_model(
         "gcn", method="cgp", targets=gp.PruneTargets(0.9, 0.5, 0.5), epochs=200)
 
