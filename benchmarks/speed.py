@@ -139,7 +139,7 @@ def task_dense_gcn(data, repeats):
 
 
 def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
-    from gnnprune.copruning import PruneTargets
+    from gnnprune.copruning import EdgeRanking, FeatureScore, PruneTargets
 
     _, _, _, _, dense_step = _ours(data, pruning=False)
     model, pruner, opt, loss, step = _ours(data, pruning=True)
@@ -151,7 +151,8 @@ def task_cgp_gcn(data, repeats, targets=(0.8, 0.3, 0.3)):
         begin = time.perf_counter()
         probe = pruner.probe(loss)
         probes.append(time.perf_counter() - begin)
-        pruner.update(t, 0.1 if fraction < 1 else 0.0, probe, opt)
+        pruner.update(t, 0.1 if fraction < 1 else 0.0, probe, opt, edge_ranking=EdgeRanking.GLOBAL,
+                      feature_score=FeatureScore.MAGNITUDE)  # the rules the checked-in timings used
         updates.append(time.perf_counter() - begin)
     end = _interleaved({"dense": dense_step, "cgp": step}, repeats)
     return {"epoch_s_all_edges": start["cgp"], "epoch_s_final_masks": end["cgp"],

@@ -21,6 +21,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except ``None``: the library's configuration decides then (the help says how)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class UsageError(Exception):
     """Bad input detected after parsing (reported like an argparse error)."""
 
@@ -98,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .copruning import EdgeRanking, FeatureScore, WeightGranularity
     from .masks import WeightDistribution
     from .data import DATASETS
-    from .methods import METHODS
+    from .methods import METHODS, CGPConfig, UGSConfig
     from .nn import MODELS
+    from .training import TrainConfig
 
     parser = _Parser(prog="gnnprune", description=(
         "Co-prune graph neural networks: edges of the graph, input feature columns and model "
@@ -110,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "Train MODEL on DATASET while pruning weights, edges and feature columns on a cubic "
                            "schedule with regrowth (CGP). All sparsities 0 is a dense run. Writes OUT/metrics.json "
                            "(config, per-seed results, mean/std summary) and OUT/seed-K/{metrics.json, model.pt, "
-                           "masks.pt, pruned_graph.pt}; prints a table to stdout and a progress bar to stderr."),
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           "masks.pt, pruned_graph.pt}; prints a table to stdout and a progress bar to stderr. "
+                           "Options not given keep the library's configuration "
+                           "(gnnprune.ExperimentConfig.for_model: the model's and the method's defaults)."),
+                       formatter_class=_HelpFormatter)
     p.add_argument("--dataset", required=True,
                    help=f"one of {', '.join(DATASETS)}; synthetic takes options: synthetic:num_nodes=5000,homophily=0.7")
     p.add_argument("--model", default="gcn", help=f"one of {', '.join(sorted(MODELS))}")
@@ -139,44 +149,52 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=_non_negative_float, help="learning rate (default: the model's)")
     g.add_argument("--weight-decay", type=_non_negative_float, help="weight decay (default: the model's)")
-    g.add_argument("--pseudo-label-weight", type=_non_negative_float, default=0.3,
-                   help="weight of the self-training term on unlabelled nodes (0: plain supervised)")
+    g.add_argument("--pseudo-label-weight", type=_non_negative_float,
+                   help="weight of the self-training term on unlabelled nodes (0: plain supervised; default: "
+                        "the method's, 0.3 for cgp, 0 for the baselines as published)")
     g.add_argument("--pseudo-label-warmup", type=_non_negative_int,
                    help="epochs over which that weight ramps up from 0 (default: epochs // 4)")
-    g.add_argument("--gate-lr", type=_non_negative_float, default=0.1,
-                   help="learning rate of the edge logits and feature gates")
+    g.add_argument("--gate-lr", type=_non_negative_float,
+                   help=f"learning rate of the edge logits and feature gates (default {TrainConfig.gate_lr})")
     g.add_argument("--edge-gate-lr", type=_non_negative_float, help="learning rate of the edge logits (default: --gate-lr)")
     g.add_argument("--feature-gate-lr", type=_non_negative_float,
                    help="learning rate of the feature gates (default: --gate-lr; 0 freezes them at 1)")
     g = p.add_argument_group("pruning schedule")
     g.add_argument("--prune-start", type=_non_negative_int, help="first mask update epoch (default: epochs // 20)")
     g.add_argument("--prune-end", type=_non_negative_int, help="last mask update epoch (default: 3 * epochs // 4)")
-    g.add_argument("--update-every", type=_positive_int, default=10, help="epochs between mask updates")
+    g.add_argument("--update-every", type=_positive_int,
+                   help=f"epochs between mask updates (default {CGPConfig.update_every})")
     g.add_argument("--edge-prior", type=_non_negative_float,
                    help="CGP: L2 pull of the edge logits towards their initial value, lambda/2 * sum (l - l0)^2 "
                         "(default: the model's, 1e-4 for gcn2, else 0)")
-    g.add_argument("--regrow-fraction", type=float, default=0.3,
-                   help="initial fraction of live entries swapped per update (cosine-decayed)")
-    g.add_argument("--edge-ranking", choices=[r.value for r in EdgeRanking], default="local",
+    g.add_argument("--regrow-fraction", type=float,
+                   help="initial fraction of live entries swapped per update (cosine-decayed; "
+                        f"default {CGPConfig.regrow_fraction})")
+    g.add_argument("--edge-ranking", choices=[r.value for r in EdgeRanking],
                    help="cgp: prune each node's weakest edges (local: an edge's score ranked among its "
-                        "endpoints' edges) or the graph's weakest (global)")
-    g.add_argument("--feature-score", choices=[f.value for f in FeatureScore], default="contribution",
+                        f"endpoints' edges) or the graph's weakest (global); default {CGPConfig.edge_ranking.value}")
+    g.add_argument("--feature-score", choices=[f.value for f in FeatureScore],
                    help="cgp: score feature columns by |gate| x ||weight row|| x the column's L1 mass over all "
-                        "nodes (contribution) or without that mass (magnitude)")
-    g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity], default="element",
-                   help="prune single weights, or whole hidden units (unit: a unit's column, bias and norm entries "
-                        "and the rows that read it, together; --weight-sparsity is then the fraction of hidden "
-                        "units removed; class outputs are never pruned)")
+                        "nodes (contribution) or without that mass (magnitude); default "
+                        f"{CGPConfig.feature_score.value}")
+    g.add_argument("--weight-structure", choices=[g.value for g in WeightGranularity],
+                   help="prune single weights (element, the default), or whole hidden units (unit: a unit's column, "
+                        "bias and norm entries and the rows that read it, together; --weight-sparsity is then the "
+                        "fraction of hidden units removed; class outputs are never pruned)")
     g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
                    help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
                         "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
                         "ugs and unit: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
-    g.add_argument("--ugs-edge-rate", type=_fraction, default=0.05, help="ugs: fraction of remaining edges pruned per round")
-    g.add_argument("--ugs-weight-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining weights pruned per round")
-    g.add_argument("--ugs-feature-rate", type=_fraction, default=0.2, help="ugs: fraction of remaining features pruned per round")
-    g.add_argument("--ugs-l1", type=_non_negative_float, default=1e-2, help="ugs: L1 coefficient of every soft mask")
+    g.add_argument("--ugs-edge-rate", type=_fraction,
+                   help=f"ugs: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
+    g.add_argument("--ugs-weight-rate", type=_fraction,
+                   help=f"ugs: fraction of remaining weights pruned per round (default {UGSConfig.weight_rate})")
+    g.add_argument("--ugs-feature-rate", type=_fraction,
+                   help=f"ugs: fraction of remaining features pruned per round (default {UGSConfig.feature_rate})")
+    g.add_argument("--ugs-l1", type=_non_negative_float,
+                   help=f"ugs: L1 coefficient of every soft mask (default {UGSConfig.edge_l1})")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -229,52 +247,36 @@ def _fanouts(text: str) -> tuple[int, ...]:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from .copruning import EdgeRanking, FeatureScore, PruneTargets, WeightGranularity
+    """The library's configuration (:meth:`ExperimentConfig.for_model`) with the fields the flags set."""
+    from .copruning import PruneTargets, WeightGranularity
     from .masks import WeightDistribution
     from .data import check_dataset_name
-    from .experiment import ExperimentConfig, ModelConfig
-    from .methods import CGPConfig, OneShotConfig, UGSConfig
-    from .nn import model_spec
-    from .training import TrainConfig
+    from .experiment import ExperimentConfig
 
     try:
-        spec = model_spec(args.model)
         check_dataset_name(args.dataset)
         options = _options(args.option)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    pick = lambda value, default: default if value is None else value  # noqa: E731
-    args.epochs = pick(args.epochs, spec.epochs)
-    start = args.prune_start if args.prune_start is not None else args.epochs // 20
-    end = args.prune_end if args.prune_end is not None else 3 * args.epochs // 4
-    warmup = args.pseudo_label_warmup if args.pseudo_label_warmup is not None else args.epochs // 4
-    targets = PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity)
-    method = args.method or ("dense" if targets.is_dense else "cgp")
-    try:
-        return ExperimentConfig(
-            dataset=args.dataset,
-            model=ModelConfig(args.model, pick(args.hidden, spec.hidden_channels), pick(args.layers, spec.num_layers),
-                              pick(args.dropout, spec.dropout), {**spec.options, **options}),
-            train=TrainConfig(epochs=args.epochs, lr=pick(args.lr, spec.lr),
-                              weight_decay=pick(args.weight_decay, spec.weight_decay),
-                              pseudo_label_weight=args.pseudo_label_weight, pseudo_label_warmup=warmup,
-                              gate_lr=args.gate_lr, edge_gate_lr=args.edge_gate_lr,
-                              feature_gate_lr=args.feature_gate_lr),
-            method=method,
-            targets=targets,
-            weight_granularity=WeightGranularity(args.weight_structure),
-            weight_distribution=WeightDistribution(args.weight_distribution) if args.weight_distribution
-            else (WeightDistribution.UNIFORM if method == "ugs" or args.weight_structure == "unit"
-                  else spec.weight_distribution),
-            cgp=CGPConfig(prune_start=start, prune_end=end, update_every=args.update_every,
-                          regrow_fraction=args.regrow_fraction, edge_ranking=EdgeRanking(args.edge_ranking),
-                          edge_prior=pick(args.edge_prior, spec.edge_prior),
-                          feature_score=FeatureScore(args.feature_score)),
-            oneshot=OneShotConfig(args.finetune_epochs),
-            ugs=UGSConfig(args.ugs_edge_rate, args.ugs_weight_rate, args.ugs_feature_rate,
-                          args.ugs_l1, args.ugs_l1, args.ugs_l1),
-            seeds=args.seeds if args.seeds is not None else (args.seed,),
-            minibatch=_minibatch_config(args),
+        targets = PruneTargets(args.weight_sparsity, args.edge_sparsity, args.feature_sparsity)
+        granularity = ({} if args.weight_structure is None
+                       else {"weight_granularity": WeightGranularity(args.weight_structure)})
+        config = ExperimentConfig.for_model(args.model, dataset=args.dataset, method=args.method, targets=targets,
+                                            epochs=args.epochs, minibatch=_minibatch_config(args),
+                                            seeds=args.seeds if args.seeds is not None else (args.seed,), **granularity)
+        enum_or_none = lambda kind, value: None if value is None else kind(value)  # noqa: E731
+        return config.overridden(
+            model={"hidden_channels": args.hidden, "num_layers": args.layers, "dropout": args.dropout,
+                   "options": {**config.model.options, **options} if options else None},
+            train={"lr": args.lr, "weight_decay": args.weight_decay, "pseudo_label_weight": args.pseudo_label_weight,
+                   "pseudo_label_warmup": args.pseudo_label_warmup, "gate_lr": args.gate_lr,
+                   "edge_gate_lr": args.edge_gate_lr, "feature_gate_lr": args.feature_gate_lr},
+            weight_distribution=enum_or_none(WeightDistribution, args.weight_distribution),
+            cgp={"prune_start": args.prune_start, "prune_end": args.prune_end, "update_every": args.update_every,
+                 "regrow_fraction": args.regrow_fraction, "edge_ranking": args.edge_ranking,
+                 "edge_prior": args.edge_prior, "feature_score": args.feature_score},
+            oneshot={"finetune_epochs": args.finetune_epochs},
+            ugs={"edge_rate": args.ugs_edge_rate, "weight_rate": args.ugs_weight_rate,
+                 "feature_rate": args.ugs_feature_rate, "edge_l1": args.ugs_l1, "weight_l1": args.ugs_l1,
+                 "feature_l1": args.ugs_l1},
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -356,7 +358,7 @@ def _prune(args: argparse.Namespace) -> int:
     if len(config.seeds) > 1:
         s = record["summary"]
         ms = lambda k, f="{:.4f}": f"{f.format(s[k]['mean'])}±{f.format(s[k]['std'])}"  # noqa: E731
-        print(_row(("mean±std", config.method, ms("test"), ms("val"), "", ms("weight_sparsity"), ms("edge_sparsity"),
+        print(_row(("mean±std", config.method.value, ms("test"), ms("val"), "", ms("weight_sparsity"), ms("edge_sparsity"),
                     ms("feature_sparsity"), ms("macs_ratio"), ms("train_time_s", "{:.2f}"), "")))
     print(f"wrote {args.out}/metrics.json")
     return 0

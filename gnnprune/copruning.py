@@ -20,7 +20,7 @@ from .data import GraphData
 from .features import NodeFeatures
 from .graph import MaskedGraph
 from .masks import MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_per_tensor, prune_and_regrow
-from .nn import GraphModel, UnitGroup, UnitRole, UnitSlice
+from .nn import GraphModel, UnitGroup, UnitRole, UnitSlice, WeightLayout
 from .scoring import SiteView, descent, endpoint_rank, gradient_magnitude, magnitude
 
 EDGES = "edges"
@@ -95,7 +95,8 @@ class CoPruner:
         model: the model whose :meth:`~GraphModel.prunable_weights` become weight sites.
         data: the graph; its undirected edges and feature columns become sites.
         learn_edge_weights: train a parameter per undirected edge; the edge weight seen by the
-            model is ``edge_activation(parameter)``.
+            model is ``edge_activation(parameter)`` (only for a model that uses edge weights,
+            :attr:`~gnnprune.nn.GraphModel.uses_edge_weight`).
         learn_feature_gates: train a gate per feature column (initialised to 1).
         edge_init_logit: initial value of the raw edge parameter (under the default sigmoid,
             3.0 gives edge weights of 0.953).
@@ -120,6 +121,7 @@ class CoPruner:
         self.node_features = NodeFeatures(data.x)
         self.engine = MaskEngine()
         self.weights = model.prunable_weights()
+        self.layouts = {name: WeightLayout(model.weight_layout(name)) for name in self.weights}
         self.granularity = WeightGranularity(weight_granularity)
         self.distribution = WeightDistribution(weight_distribution)
         self.unit_groups: dict[str, UnitGroup] = {}
@@ -136,7 +138,7 @@ class CoPruner:
         self.edge_init_logit = float(edge_init_logit)
         self.edge_activation = edge_activation
         self.edge_logit = (nn.Parameter(torch.full((self.edge_set.num_edges,), self.edge_init_logit))
-                           if learn_edge_weights else None)
+                           if learn_edge_weights and model.uses_edge_weight else None)
         self.feature_gate = nn.Parameter(torch.ones(self.node_features.num_features)) if learn_feature_gates else None
         self._all_edges = self.edge_set.select()
         self._all_features = self.node_features.select()
@@ -194,7 +196,7 @@ class CoPruner:
             for group, piece in self._unit_slices.get(name, ()):
                 mask = mask & _unit_view(self.unit_mask(group), piece, param.shape)
         if name in self.model.input_weight_names:
-            mask = mask & self.engine.mask(FEATURES).view(-1, *([1] * (param.dim() - 1)))
+            mask = mask & _along(self.engine.mask(FEATURES), param, self.layouts[name].input_axis)
         return mask
 
     def edge_weight(self, index: Tensor | None = None) -> Tensor | None:
@@ -296,10 +298,10 @@ class CoPruner:
                         for name, p in self.masked_params.items()}
         feature_grad = torch.zeros(feature_mask.numel())
         for name in self.model.input_weight_names:
-            g = weight_grads[name]
-            feature_grad += g.reshape(g.size(0), -1).norm(dim=1)
+            feature_grad += _slices(weight_grads[name], self.layouts[name].input_axis).norm(dim=1)
         self.model.zero_grad(set_to_none=True)
-        return ProbeResult(float(loss), edge_value.grad.detach(), feature_grad, weight_grads)
+        edge_grad = torch.zeros_like(edge_value) if edge_value.grad is None else edge_value.grad.detach()
+        return ProbeResult(float(loss), edge_grad, feature_grad, weight_grads)
 
     def _probe_backward(self, loss_fn: Callable[[Tensor], Tensor], gate: Tensor, edge_value: Tensor) -> float:
         """Forward every edge and feature (dead ones at value 0), backward the loss; returns it."""
@@ -314,8 +316,8 @@ class CoPruner:
     def update(self, sparsity: PruneTargets, regrow_fraction: float = 0.0, probe: ProbeResult | None = None,
                optimizer: torch.optim.Optimizer | None = None,
                prune_scores: Mapping[str, Tensor] | None = None,
-               edge_ranking: EdgeRanking = EdgeRanking.GLOBAL,
-               feature_score: FeatureScore = FeatureScore.MAGNITUDE) -> dict[str, dict[str, int]]:
+               edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
+               feature_score: FeatureScore = FeatureScore.CONTRIBUTION) -> dict[str, dict[str, int]]:
         """Prune every part to ``sparsity`` and swap ``regrow_fraction`` of it (see :func:`prune_and_regrow`).
 
         Order: features, edges, weights (input weights depend on the kept features).
@@ -336,9 +338,10 @@ class CoPruner:
             prune_scores: optional per-site importance of live entries (site name -> tensor shaped
                 like the site's mask; low is pruned first), replacing the default for that site.
                 Weight rows of pruned features are always pruned first.
-            edge_ranking: compare live edge scores over the whole graph, or per endpoint
-                (:class:`EdgeRanking`; applies to ``prune_scores[EDGES]`` too).
-            feature_score: the default score of live feature columns (:class:`FeatureScore`).
+            edge_ranking: compare live edge scores per endpoint (default, as CGP) or over the
+                whole graph (:class:`EdgeRanking`; applies to ``prune_scores[EDGES]`` too).
+            feature_score: the default score of live feature columns (:class:`FeatureScore`;
+                default: their contribution, as CGP).
 
         Returns:
             per site: how many entries were pruned, swapped out and grown.
@@ -376,13 +379,14 @@ class CoPruner:
             grow_scores = _no_scores(view.mask) if probe is None else gradient_magnitude(view)
             eligible = None
             if name in self.model.input_weight_names:
-                rows = feature_rows.view(-1, *([1] * (param.dim() - 1))).expand_as(param)
+                rows = _along(feature_rows, param, self.layouts[name].input_axis).expand_as(param)
                 live_scores = torch.where(rows, live_scores, torch.tensor(-float("inf")))
                 eligible = rows
             update = prune_and_regrow(self.engine, site, weight_sparsity[name], regrow_fraction,
                                       live_scores, grow_scores, eligible)
             with torch.no_grad():
-                self._reset_entries(param, self._revived(site, update.grown, param), 0.0, optimizer)
+                self._reset_entries(param, self._revived(site, update.grown, param), 0.0,
+                                    optimizer)
             report[site] = update.as_dict()
         return report
 
@@ -459,8 +463,7 @@ class CoPruner:
         """``[F]``: :math:`|g_f| \\, \\|W_{f,:}\\|` summed over the weights that read features."""
         row_norm = torch.zeros(self.node_features.num_features)
         for name in self.model.input_weight_names:
-            w = self.weights[name].detach()
-            row_norm += w.reshape(w.size(0), -1).norm(dim=1)
+            row_norm += _slices(self.weights[name].detach(), self.layouts[name].input_axis).norm(dim=1)
         return row_norm if self.feature_gate is None else self.feature_gate.detach().abs() * row_norm
 
     def feature_contribution(self) -> Tensor:
@@ -520,6 +523,7 @@ class CoPruner:
                 state[revived] = 0
 
     def _revived(self, site: str, grown: Tensor, like: Tensor) -> Tensor:
+        """Bool mask shaped like ``like`` of the ``grown`` entries."""
         mask = torch.zeros_like(self.engine.mask(site))
         mask.view(-1)[grown] = True
         return mask.view_as(like)
@@ -612,6 +616,16 @@ def _check_keys(found: set[str], expected: set[str], prefix: str) -> None:
         if keys:
             more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
             raise PrunerStateError(f"{kind} key '{prefix}{keys[0]}'{more}")
+def _along(vector: Tensor, like: Tensor, axis: int) -> Tensor:
+    """``vector`` viewed to broadcast along ``axis`` of ``like`` (size 1 on every other axis)."""
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return vector.view(shape)
+
+
+def _slices(tensor: Tensor, axis: int) -> Tensor:
+    """``[tensor.size(axis), rest]``: one row per index along ``axis`` (e.g. per input feature)."""
+    return tensor.movedim(axis, 0).reshape(tensor.size(axis), -1)
 
 
 def _no_scores(mask: Tensor) -> Tensor:

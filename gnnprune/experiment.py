@@ -19,12 +19,12 @@ from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .machine import malloc_note
 from .masks import WeightDistribution
-from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, RandomMasks, UGSConfig,
-                      fit_ugs)
+from .methods import (CGP, METHODS, CGPConfig, Dense, Fitted, OneShot, OneShotConfig, PruneMethod, RandomMasks,
+                      UGSConfig, fit_ugs)
 from .methods import train_once as _train_once
 from .minibatch import MiniBatchConfig, train_once_minibatch
 from .metrics import mean_std
-from .nn import build_model
+from .nn import ModelSpec, build_model, model_spec
 from .training import TrainConfig, TrainResult, evaluate
 
 
@@ -49,11 +49,14 @@ class ModelConfig:
 class ExperimentConfig:
     """Everything one ``gnnprune prune`` run needs; recorded verbatim in metrics.json.
 
+    Build one with :meth:`for_model`, which fills in the defaults of the model and the method
+    (the ``gnnprune`` command does the same and only overrides what its flags set).
+
     Attributes:
         dataset: data set name (see :data:`gnnprune.data.DATASETS`).
-        model: architecture.
+        model: architecture of a registered model; ``None`` for a model of your own.
         train: optimisation (the seed field is replaced by each of ``seeds``).
-        method: one of :data:`gnnprune.methods.METHODS`.
+        method: a :class:`~gnnprune.methods.PruneMethod` (or its name).
         targets: final sparsity of weights (every layer), edges and features.
         weight_granularity: prune single weights or whole hidden units (not UGS: element only);
             with units, ``targets.weights`` is the fraction of hidden units removed.
@@ -65,9 +68,9 @@ class ExperimentConfig:
     """
 
     dataset: str
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | None = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    method: str = "cgp"
+    method: PruneMethod = PruneMethod.CGP
     targets: PruneTargets = field(default_factory=PruneTargets)
     weight_granularity: WeightGranularity = WeightGranularity.ELEMENT
     weight_distribution: WeightDistribution = WeightDistribution.UNIFORM
@@ -78,10 +81,12 @@ class ExperimentConfig:
     minibatch: MiniBatchConfig | None = None
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "method", PruneMethod(self.method))
+        except ValueError:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}") from None
         if self.minibatch is not None and self.method == "ugs":
             raise ValueError("ugs trains full-batch only; drop --batch-size")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.method == "dense" and not self.targets.is_dense:
             raise ValueError("method dense takes no sparsity targets (all must be 0)")
         if self.method == "cgp" and not self.targets.is_dense:
@@ -96,6 +101,67 @@ class ExperimentConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def for_model(cls, model: str | None = "gcn", *, dataset: str = "", method: PruneMethod | str | None = None,
+                  targets: PruneTargets = PruneTargets(), epochs: int | None = None, **fields) -> "ExperimentConfig":
+        """The library's configuration of a run: the one source of defaults.
+
+        Model-specific values come from the model's :class:`~gnnprune.nn.ModelSpec`
+        (architecture, learning rate, weight decay, epochs, weight distribution, CGP's edge
+        prior); for a model of your own (``model=None``) they are the :class:`ModelSpec`
+        field defaults. Method-specific values come from the method: the self-training weight
+        (:attr:`~gnnprune.training.Method.pseudo_label_weight`, 0.3 for CGP, 0 for the
+        baselines, which run as published) and UGS's uniform weight distribution (also that of unit pruning). The pruning
+        schedule follows the epochs (:meth:`CGPConfig.for_epochs`), as does the self-training
+        warm-up (``epochs // 4``).
+
+        Args:
+            model: a registered model name (:data:`gnnprune.nn.MODELS`) or ``None``.
+            dataset: recorded in the run's metrics.
+            method: default: CGP if any target is above 0, else dense.
+            targets: final sparsity of weights, edges and features.
+            epochs: training epochs (default: the model's).
+            fields: any other :class:`ExperimentConfig` field (``seeds``, ``minibatch``,
+                ``weight_granularity``, ...). Change nested fields with :meth:`overridden`.
+        """
+        spec = ModelSpec(target="") if model is None else model_spec(model)
+        try:
+            method = PruneMethod.default_for(targets) if method is None else PruneMethod(method)
+        except ValueError:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}") from None
+        epochs = spec.epochs if epochs is None else epochs
+        defaults = {
+            "model": None if model is None else ModelConfig(model, spec.hidden_channels, spec.num_layers, spec.dropout,
+                                                            dict(spec.options)),
+            "train": TrainConfig(epochs=epochs, lr=spec.lr, weight_decay=spec.weight_decay,
+                                 pseudo_label_weight=method.hooks.pseudo_label_weight),
+            "weight_distribution": (WeightDistribution.UNIFORM
+                                    if method is PruneMethod.UGS
+                                    or fields.get("weight_granularity") is WeightGranularity.UNIT
+                                    else spec.weight_distribution),
+            "cgp": CGPConfig.for_epochs(epochs, edge_prior=spec.edge_prior),
+        }
+        return cls(dataset=dataset, method=method, targets=targets, **{**defaults, **fields})
+
+    def overridden(self, **parts) -> "ExperimentConfig":
+        """A copy with some fields replaced; ``None`` values keep the current ones.
+
+        ``parts`` maps a field to its new value or, for a nested configuration (``model``,
+        ``train``, ``cgp``, ``oneshot``, ``ugs``), to a dict of its fields:
+        ``config.overridden(train={"lr": 0.05}, cgp={"edge_prior": 1e-4}, seeds=(0, 1))``.
+        Set ``epochs`` through :meth:`for_model`: the schedule and warm-up derive from it there.
+        """
+        changes = {}
+        for key, value in parts.items():
+            current = getattr(self, key)
+            if isinstance(value, dict) and dataclasses.is_dataclass(current):
+                given = {name: v for name, v in value.items() if v is not None}
+                if given:
+                    changes[key] = dataclasses.replace(current, **given)
+            elif value is not None:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
 
 
 def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: TrainConfig,
@@ -184,7 +250,8 @@ def measure_fitted(config: ExperimentConfig, data: GraphData, seed: int, model, 
     model.load_state_dict(result.model_state)
     pruner.load_state_dict(result.pruner_state)
     metrics = _measure(model, pruner, data, result)
-    metrics.update(seed=seed, method=config.method, dataset=data.name, model=m.name)
+    metrics.update(seed=seed, method=PruneMethod(config.method).value, dataset=data.name,
+                   model=None if m is None else m.name)
     artifacts = {
         "model.pt": model.state_dict(),
         "masks.pt": pruner.state_dict(),

@@ -39,7 +39,7 @@ from .masks import WeightDistribution
 from .methods.base import Fitted
 from .nn import GraphModel
 from .sparse import row_entries, row_pointers
-from .training import Method, TrainConfig, TrainingRun, TrainResult, optimizer_step, train, with_penalty
+from .training import Method, TrainConfig, TrainingRun, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def minibatch_step(run: MiniBatchRun, method: Method) -> dict:
     for batch in pruner.batches():
         optimizer.zero_grad(set_to_none=True)
         loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
-        losses.append(optimizer_step(run, with_penalty(run, method, loss)))
+        losses.append(run.step(loss))
     return {"loss": sum(losses) / len(losses), "batches": len(losses)}
 
 

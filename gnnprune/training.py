@@ -7,11 +7,10 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .checkpoint import NonFiniteError, TrainingInterrupted, differing_keys, rng_state, set_rng_state
@@ -31,11 +30,14 @@ class TrainConfig:
         weight_decay: L2 penalty on model parameters (not on gates).
         seed: seeds parameter init, dropout and every random choice of the run.
         pseudo_label_weight: weight of the self-training term on unlabelled nodes (see
-            :meth:`TrainingRun.train_loss`); 0 is plain supervised training.
+            :meth:`TrainingRun.train_loss`); 0 is plain supervised training. ``None``: the
+            method's own (:attr:`Method.pseudo_label_weight`: CGP trains with 0.3, the baselines
+            run supervised, as published).
         pseudo_label_threshold: only unlabelled nodes predicted with at least this confidence
             get a pseudo-label.
-        pseudo_label_warmup: epochs over which the pseudo-label weight ramps up linearly from 0.
-        gate_lr: learning rate of edge logits and feature gates (default: ``lr``; 0 freezes them).
+        pseudo_label_warmup: epochs over which the pseudo-label weight ramps up linearly from 0
+            (``None``: ``epochs // 4``).
+        gate_lr: learning rate of edge logits and feature gates (``None``: ``lr``; 0 freezes them).
         edge_gate_lr, feature_gate_lr: learning rate of the edge logits / of the feature gates
             alone (default: ``gate_lr``). Freezing the feature gates while the edge weights learn
             takes GCNII on CiteSeer from 3.74 to 0.28 points below dense at 0.8 / 0.3 / 0.3
@@ -46,10 +48,10 @@ class TrainConfig:
     lr: float = 0.01
     weight_decay: float = 5e-4
     seed: int = 0
-    pseudo_label_weight: float = 0.0
+    pseudo_label_weight: float | None = None
     pseudo_label_threshold: float = 0.0
-    pseudo_label_warmup: int = 0
-    gate_lr: float | None = None
+    pseudo_label_warmup: int | None = None
+    gate_lr: float | None = 0.1
     edge_gate_lr: float | None = None
     feature_gate_lr: float | None = None
 
@@ -58,7 +60,9 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.pseudo_label_weight < 0:
+        if self.pseudo_label_warmup is None:
+            object.__setattr__(self, "pseudo_label_warmup", self.epochs // 4)
+        if self.pseudo_label_weight is not None and self.pseudo_label_weight < 0:
             raise ValueError(f"pseudo_label_weight must be >= 0, got {self.pseudo_label_weight}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -74,20 +78,39 @@ class TrainConfig:
         return pick(self.edge_gate_lr), pick(self.feature_gate_lr)
 
 
-class Method(Protocol):
-    """A pruning method: hooks the training loop calls. Methods are not loops."""
+class Method:
+    """A pruning method: hooks the training loop calls, all no-ops here. Methods are not loops.
 
-    name: str
+    The loop (:func:`train`, or one of your own through :class:`TrainingRun`'s
+    :meth:`~TrainingRun.before_step` and :meth:`~TrainingRun.step`) calls ``on_start`` once,
+    ``on_epoch_start`` before every epoch's step, ``penalty`` when it builds the loss, and
+    ``on_finish`` at the end; ``selectable`` says which epochs model selection may pick.
 
-    def on_start(self, run: "TrainingRun") -> None: ...
+    Attributes:
+        name: recorded in checkpoints, shown on the progress bar.
+        pseudo_label_weight: the self-training weight the method trains with when
+            :attr:`TrainConfig.pseudo_label_weight` is ``None``.
+    """
 
-    def on_epoch_start(self, run: "TrainingRun", epoch: int) -> None: ...
+    name = "method"
+    pseudo_label_weight = 0.0
+
+    def on_start(self, run: "TrainingRun") -> None:
+        pass
+
+    def on_epoch_start(self, run: "TrainingRun", epoch: int) -> None:
+        pass
+
+    def penalty(self, run: "TrainingRun") -> Tensor | float | None:
+        """A term added to the training loss (UGS's L1, CGP's edge prior); ``None``: none."""
+        return None
 
     def selectable(self, epoch: int) -> bool:
         """May the model of this epoch be selected (e.g. only once masks are final)?"""
-        ...
+        return True
 
-    def on_finish(self, run: "TrainingRun") -> None: ...
+    def on_finish(self, run: "TrainingRun") -> None:
+        pass
 
     def state_dict(self) -> dict:
         """Everything the method changes while it runs (``{}`` if stateless), for checkpoints.
@@ -97,14 +120,27 @@ class Method(Protocol):
         (torch CPU, ``random``, NumPy) are restored; a method drawing from a generator of its
         own must keep that generator's state here.
         """
-        ...
+        return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 @dataclass
 class TrainingRun:
-    """The state a method's hooks see and change."""
+    """The state a method's hooks see and change, and the hooks a training loop calls.
+
+    :func:`train` is one loop over these hooks; a loop of your own calls them the same way
+    (see :func:`gnnprune.api.attach`)::
+
+        for epoch in range(epochs):
+            run.before_step(epoch)              # the method's mask updates (a probe pass on update epochs)
+            model.train()
+            optimizer.zero_grad()
+            run.step(loss_fn(model(*run.inputs())))  # penalty, backward, step, dead weights kept at zero
+
+    ``config.pseudo_label_weight`` ``None`` becomes the method's own here.
+    """
 
     model: GraphModel
     data: GraphData
@@ -116,7 +152,42 @@ class TrainingRun:
     pseudo_labels: Tensor | None = None
     pseudo_mask: Tensor | None = None
     epoch: int = 0
+    method: Method = field(default_factory=Method)
 
+    def __post_init__(self) -> None:
+        if self.config.pseudo_label_weight is None:
+            self.config = dataclasses.replace(self.config, pseudo_label_weight=self.method.pseudo_label_weight)
+
+    # hooks of one optimisation step ---------------------------------------------------------------
+    def before_step(self, epoch: int) -> None:
+        """Start epoch ``epoch``: the method's mask updates for it (with a probe pass of
+        :meth:`train_loss` on update epochs)."""
+        self.epoch = epoch
+        self.method.on_epoch_start(self, epoch)
+
+    def inputs(self) -> tuple:
+        """Arguments of the model's own call on the kept graph (``(x, edge_index, edge_weight)``
+        for a PyG model, see :meth:`GraphModel.call_args`)."""
+        return self.model.call_args(self.pruner.inputs(), self.pruner.graph())
+
+    def step(self, loss: Tensor) -> float:
+        """Finish a step after the forward: add the method's penalty, backward, zero the gradient
+        of dead weights, step the optimizer, re-zero dead weights. Returns the loss.
+
+        Raises:
+            NonFiniteError: the loss is NaN or infinite (nothing is stepped).
+        """
+        return optimizer_step(self, with_penalty(self, self.method, loss))
+
+    def after_backward(self) -> None:
+        """Zero the gradient of dead weights (for a loop that calls ``backward`` itself)."""
+        self.pruner.mask_gradients()
+
+    def after_step(self) -> None:
+        """Re-zero dead weights after ``optimizer.step()`` (for a loop that steps itself)."""
+        self.pruner.apply_weight_masks()
+
+    # the built-in objective ----------------------------------------------------------------------
     def train_loss(self, logits: Tensor) -> Tensor:
         """Cross-entropy on labelled nodes, plus the weighted pseudo-label term on the others.
 
@@ -202,14 +273,13 @@ def full_batch_step(run: "TrainingRun", method: Method) -> dict:
     """
     model, pruner = run.model, run.pruner
     run.optimizer.zero_grad(set_to_none=True)
-    loss = run.train_loss(model(pruner.inputs(), pruner.graph()))
-    return {"loss": optimizer_step(run, with_penalty(run, method, loss))}
+    return {"loss": run.step(run.train_loss(model(pruner.inputs(), pruner.graph())))}
 
 
 def with_penalty(run: "TrainingRun", method: Method, loss: Tensor) -> Tensor:
-    """``loss`` plus the method's optional ``penalty(run)`` hook (UGS's L1, CGP's edge prior)."""
-    penalty = getattr(method, "penalty", None)
-    return loss if penalty is None else loss + penalty(run)
+    """``loss`` plus the method's ``penalty(run)`` hook (UGS's L1, CGP's edge prior), if any."""
+    penalty = method.penalty(run)
+    return loss if penalty is None else loss + penalty
 
 
 def optimizer_step(run: "TrainingRun", loss: Tensor) -> float:
@@ -217,9 +287,9 @@ def optimizer_step(run: "TrainingRun", loss: Tensor) -> float:
     if not torch.isfinite(loss):
         raise NonFiniteError(f"training loss became {float(loss.detach())}", run.epoch)
     loss.backward()
-    run.pruner.mask_gradients()
+    run.after_backward()
     run.optimizer.step()
-    run.pruner.apply_weight_masks()
+    run.after_step()
     return float(loss.detach())
 
 
@@ -230,11 +300,11 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
           epoch_step: Callable[["TrainingRun", Method], dict] = full_batch_step) -> TrainResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs under ``method``.
 
-    Each epoch: the method's ``on_epoch_start`` (mask updates), one forward/backward over the
-    kept graph, dead-weight gradients masked, an Adam step, dead weights re-zeroed, then
-    evaluation. The selected model is the one with the best validation score among the
-    epochs the method marks selectable; its test score is reported, and ``model`` and
-    ``pruner`` are left at its state (weights, masks, gates).
+    Each epoch: :meth:`TrainingRun.before_step` (the method's mask updates), one forward over
+    the kept graph and :meth:`TrainingRun.step` (penalty, backward, dead-weight gradients
+    masked, an Adam step, dead weights re-zeroed), then evaluation. The selected model is the
+    one with the best validation score among the epochs the method marks selectable; its test
+    score is reported, and ``model`` and ``pruner`` are left at its state (weights, masks, gates).
 
     Args:
         checkpoint_every: hand a checkpoint to ``on_checkpoint`` after every ``checkpoint_every``-th
@@ -256,7 +326,8 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         TrainingInterrupted: ``should_stop`` answered true before the last epoch.
     """
     optimizer = make_optimizer(model, pruner, config)
-    run = (run_class or TrainingRun)(model, data, pruner, optimizer, config)
+    run = (run_class or TrainingRun)(model, data, pruner, optimizer, config, method=method)
+    config = run.config
     method.on_start(run)
     best: dict | None = None
     history: list[dict] = []
@@ -268,8 +339,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
     bar = tqdm(range(first, config.epochs), initial=first, total=config.epochs, desc=f"{method.name} {data.name}",
                disable=not progress, leave=False)
     for epoch in bar:
-        run.epoch = epoch
-        method.on_epoch_start(run, epoch)
+        run.before_step(epoch)
         model.train()
         step = epoch_step(run, method)
         _check_finite(model, pruner, epoch)
@@ -278,6 +348,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         history.append({"epoch": epoch, **step, **scores})
         if method.selectable(epoch) and (best is None or scores["val"] > best["val"]):
             best = {"epoch": epoch, **scores, "model": copy.deepcopy(model.state_dict()),
+                    "tensors": [t.detach().clone() for t in _module_tensors(model)],
                     "pruner": copy.deepcopy(pruner.state_dict())}
         bar.set_postfix(loss=f"{step['loss']:.3f}", val=f"{scores['val']:.3f}", refresh=False)
         last = epoch == config.epochs - 1
@@ -290,10 +361,22 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
     elapsed = spent + time.perf_counter() - start
     if best is None:
         raise RuntimeError(f"no epoch was selectable in {config.epochs} epochs (the pruning schedule ends later)")
-    model.load_state_dict(best["model"])  # leave model and masks at the selected epoch, whose scores are reported
+    with torch.no_grad():  # leave model and masks at the selected epoch, whose scores are reported
+        for tensor, selected in zip(_module_tensors(model), best["tensors"], strict=True):
+            tensor.copy_(selected)
     pruner.load_state_dict(best["pruner"])
     return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
                        history, run.log, best["model"], best["pruner"])
+
+
+def _module_tensors(model: nn.Module) -> list[Tensor]:
+    """Every parameter and buffer of ``model``, in registration order.
+
+    The selected epoch is put back through these rather than ``load_state_dict``: a module
+    under a torch parametrization (UGS's soft weight masks) whose own ``_save_to_state_dict``
+    writes the parametrized value (PyG's ``Linear``) has a state_dict that does not load back.
+    """
+    return [*model.parameters(), *model.buffers()]
 
 
 def training_state(run: TrainingRun, method: Method, history: list[dict], best: dict | None,
@@ -305,7 +388,7 @@ def training_state(run: TrainingRun, method: Method, history: list[dict], best: 
     ``run`` (:meth:`TrainingRun.state_dict`), ``history``, ``best`` (the selected epoch so far,
     with its model and masks), ``train_time_s`` and ``rng`` (torch, ``random``, NumPy).
     """
-    method_state = method.state_dict() if hasattr(method, "state_dict") else None
+    method_state = method.state_dict()
     return {
         "epoch": run.epoch,
         "train_config": _plain(dataclasses.asdict(run.config)),
@@ -327,7 +410,7 @@ def _restore(state: dict, run: TrainingRun, method: Method) -> tuple[dict | None
     differing = differing_keys(state["train_config"], _plain(dataclasses.asdict(run.config)))
     if differing:
         raise ValueError(f"checkpoint was trained with other settings: {', '.join(differing)}")
-    if state["method"]["state"] is None or not hasattr(method, "load_state_dict"):
+    if state["method"]["state"] is None:
         raise ValueError(f"method {method.name!r} keeps no state_dict(); it cannot be resumed exactly")
     run.model.load_state_dict(state["model"])
     run.pruner.load_state_dict(state["pruner"])

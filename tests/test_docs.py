@@ -171,7 +171,8 @@ def test_readme_quick_start_runs_with_few_epochs(tmp_path, cora, capsys, monkeyp
 # The README's Python examples run as written except for these rewrites to a few epochs; an example
 # that none of them shortens fails the test, so a new example brings its own rewrite here.
 FEW_EPOCHS = {"CGPConfig(prune_start=10, prune_end=150)": "CGPConfig(prune_start=1, prune_end=4)",
-              "TrainConfig(": "TrainConfig(epochs=6, "}
+              "TrainConfig(": "TrainConfig(epochs=6, ",
+              "features=0.5))": "features=0.5), epochs=6)"}
 
 
 def test_readme_python_examples_run_with_few_epochs(cora, monkeypatch, capsys):
@@ -182,7 +183,7 @@ def test_readme_python_examples_run_with_few_epochs(cora, monkeypatch, capsys):
         short = functools.reduce(lambda code, rule: code.replace(*rule), FEW_EPOCHS.items(), block)
         assert short != block, f"README python example {i} has no few-epoch rewrite in FEW_EPOCHS"
         exec(compile(short, f"README.md python example {i}", "exec"), {"__name__": "readme_example"})
-    assert "weights" in capsys.readouterr().out
+    assert " 2639 717" in capsys.readouterr().out  # Cora's kept edges and features at 0.5 / 0.5, exactly
 
 
 # text and results layout ------------------------------------------------------------------------

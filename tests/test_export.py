@@ -12,7 +12,7 @@ from gnnprune.graph import DirectedEdges, EdgeSet, MaskedGraph
 from gnnprune.nn import MODELS, build_model
 from gnnprune.runs import load_run
 from gnnprune.unit_spaces import Activation, Slice, UnitSpace, dead_units, live_units
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 SMALL = {"gcn2": {"hidden_channels": 16, "num_layers": 4}, "resgcn": {"hidden_channels": 16, "num_layers": 3},
          "gcn": {"hidden_channels": 32}, "sage": {"hidden_channels": 32}, "appnp": {"hidden_channels": 32}}

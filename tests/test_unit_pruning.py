@@ -9,7 +9,7 @@ from gnnprune.masks import WeightDistribution, kept_count
 from gnnprune.nn import GCN, UnitRole, build_model
 from gnnprune.nn.resgcn import LiveLayerNorm
 from gnnprune.schedules import CubicSparsity
-from tests.conftest import tiny_graph
+from helpers import tiny_graph
 
 UNIT = WeightGranularity.UNIT
 NUM_FEATURES, NUM_CLASSES, HIDDEN = 6, 3, 8

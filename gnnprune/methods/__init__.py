@@ -1,13 +1,37 @@
 """Pruning methods. One-loop methods are hooks for :func:`gnnprune.training.train`; UGS runs rounds."""
+import enum
+
+from ..training import Method
 from .base import Fitted, train_once
 from .cgp import CGP, CGPConfig
 from .dense import Dense, FixedMasks
 from .oneshot import OneShot, OneShotConfig
 from .random import RandomMasks
-from .ugs import UGSConfig, fit_ugs, fit_ugs_levels
+from .ugs import UGSConfig, UGSRound, fit_ugs, fit_ugs_levels
+
+
+class PruneMethod(str, enum.Enum):
+    """The methods a run can use (``gnnprune prune --method``)."""
+
+    DENSE = "dense"      # no pruning
+    RANDOM = "random"    # random masks fixed from the start
+    ONESHOT = "oneshot"  # train dense, prune by magnitude once, fine-tune
+    UGS = "ugs"          # iterative lottery tickets (Chen et al., 2021)
+    CGP = "cgp"          # gradual co-pruning with gradient-informed regrowth
+
+    @property
+    def hooks(self) -> type[Method]:
+        """The :class:`~gnnprune.training.Method` class of its training runs (UGS: of each round)."""
+        return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP}[self.value]
+
+    @classmethod
+    def default_for(cls, targets) -> "PruneMethod":
+        """CGP when any target is above 0, else dense."""
+        return cls.DENSE if targets.is_dense else cls.CGP
+
 
 #: method names accepted by ``--method``
-METHODS = ("dense", "random", "oneshot", "ugs", "cgp")
+METHODS = tuple(method.value for method in PruneMethod)
 
-__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "METHODS", "OneShot", "OneShotConfig",
-           "RandomMasks", "UGSConfig", "fit_ugs", "fit_ugs_levels", "train_once"]
+__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "METHODS", "Method", "OneShot", "OneShotConfig",
+           "PruneMethod", "RandomMasks", "UGSConfig", "fit_ugs", "fit_ugs_levels", "train_once"]

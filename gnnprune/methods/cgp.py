@@ -5,16 +5,20 @@ from dataclasses import dataclass
 
 from ..copruning import EdgeRanking, FeatureScore, PruneTargets
 from ..schedules import CosineDecay, CubicSparsity, update_steps
+from ..training import Method
 
 
 @dataclass(frozen=True)
 class CGPConfig:
     """When and how much to prune (the targets are given separately).
 
+    The defaults are those of a 200-epoch run; :meth:`for_epochs` scales the schedule to
+    another length.
+
     Attributes:
-        prune_start: first update epoch.
-        prune_end: last update epoch; masks are final from here on and model selection
-            considers only later epochs.
+        prune_start: first update epoch (default ``epochs // 20``).
+        prune_end: last update epoch (default ``3 * epochs // 4``); masks are final from here
+            on and model selection considers only later epochs.
         update_every: epochs between updates.
         regrow_fraction: initial fraction of live entries swapped at an update (cosine-decayed to 0
             at ``prune_end``).
@@ -56,6 +60,12 @@ class CGPConfig:
         if not 0.0 <= self.regrow_fraction <= 1.0:
             raise ValueError(f"regrow_fraction must be in [0, 1], got {self.regrow_fraction}")
 
+    @classmethod
+    def for_epochs(cls, epochs: int, **fields) -> "CGPConfig":
+        """The schedule of an ``epochs``-long run: pruning from ``epochs // 20`` to ``3 * epochs // 4``;
+        ``fields`` override any attribute."""
+        return cls(**{"prune_start": epochs // 20, "prune_end": 3 * epochs // 4, **fields})
+
     def check_epochs(self, epochs: int) -> None:
         if self.prune_end >= epochs:
             raise ValueError(f"prune_end ({self.prune_end}) must be < epochs ({epochs}) so the final masks get trained")
@@ -65,7 +75,7 @@ class CGPConfig:
                 for part in ("weights", "edges", "features")}
 
 
-class CGP:
+class CGP(Method):
     """Hooks of the co-pruning method.
 
     At every update epoch (``prune_start``, every ``update_every`` epochs, and ``prune_end``):
@@ -74,9 +84,14 @@ class CGP:
     cubic-scheduled sparsity (by :attr:`CGPConfig.edge_ranking` and
     :attr:`CGPConfig.feature_score`) and a cosine-decaying fraction of it is swapped for the best dead
     entries. Between updates the masks are fixed and gates train with the model.
+
+    Unless :attr:`TrainConfig.pseudo_label_weight` says otherwise, CGP trains with a
+    self-training term of weight 0.3 (:meth:`~gnnprune.training.TrainingRun.train_loss`): it
+    gives a gradient to the edges and feature gates far from the few labelled nodes.
     """
 
     name = "cgp"
+    pseudo_label_weight = 0.3
 
     def __init__(self, config: CGPConfig, targets: PruneTargets) -> None:
         self.config = config
@@ -108,9 +123,6 @@ class CGP:
 
     def selectable(self, epoch: int) -> bool:
         return epoch >= self.config.prune_end
-
-    def on_finish(self, run) -> None:
-        pass
 
     def state_dict(self) -> dict:
         """Stateless: schedules are pure functions of the epoch; masks and gates live in the pruner."""

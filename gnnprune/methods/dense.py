@@ -1,29 +1,13 @@
 """The dense baseline: no masks change."""
 from __future__ import annotations
 
+from ..training import Method
 
-class Dense:
-    """Train the full model on the full graph."""
+
+class Dense(Method):
+    """Train the full model on the full graph (plain supervised unless asked otherwise)."""
 
     name = "dense"
-
-    def on_start(self, run) -> None:
-        pass
-
-    def on_epoch_start(self, run, epoch: int) -> None:
-        pass
-
-    def selectable(self, epoch: int) -> bool:
-        return True
-
-    def on_finish(self, run) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 class FixedMasks(Dense):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..copruning import PruneTargets
+from ..copruning import EdgeRanking, FeatureScore, PruneTargets
 from .dense import Dense
 
 
@@ -26,7 +26,8 @@ class OneShot(Dense):
     Before the cut the model trains dense with learned edge weights and feature gates (so that
     edges and features have a magnitude); the cut keeps the largest weights of each layer, the
     edges with the largest learned weight and the features with the largest
-    ``|gate| * ||weight row||``. Only epochs after the cut may be selected.
+    ``|gate| * ||weight row||``, each compared over the whole model or graph. Only epochs after
+    the cut may be selected.
 
     Args:
         targets: final sparsity of each part.
@@ -47,7 +48,8 @@ class OneShot(Dense):
 
     def on_epoch_start(self, run, epoch: int) -> None:
         if epoch == self.prune_epoch:
-            report = run.pruner.update(self.targets, optimizer=run.optimizer)
+            report = run.pruner.update(self.targets, optimizer=run.optimizer, edge_ranking=EdgeRanking.GLOBAL,
+                                       feature_score=FeatureScore.MAGNITUDE)
             run.log.append({"epoch": epoch, "targets": vars(self.targets), "sites": report})
 
     def selectable(self, epoch: int) -> bool:

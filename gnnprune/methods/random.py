@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..copruning import PruneTargets
+from ..copruning import EdgeRanking, PruneTargets
 from .dense import Dense
 
 
@@ -23,5 +23,5 @@ class RandomMasks(Dense):
     def on_start(self, run) -> None:
         generator = torch.Generator().manual_seed(run.config.seed)
         scores = {site.name: torch.rand(site.mask.shape, generator=generator) for site in run.pruner.engine}
-        run.pruner.update(self.targets, prune_scores=scores)
+        run.pruner.update(self.targets, prune_scores=scores, edge_ranking=EdgeRanking.GLOBAL)
         run.log.append({"epoch": 0, "targets": vars(self.targets), "sites": "random"})

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, PruneTargets
+from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from ..data import GraphData
 from ..nn import GraphModel
 from ..training import TrainConfig, train
@@ -96,23 +96,22 @@ class WeightMask(nn.Module):
         return weight * self.mask
 
 
-def attach_weight_masks(model: nn.Module, names: list[str]) -> dict[str, nn.Parameter]:
+def attach_weight_masks(model: GraphModel, names: list[str]) -> dict[str, nn.Parameter]:
     """Put a :class:`WeightMask` on each named weight; returns the mask parameters by weight name."""
     masks = {}
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
+        module, attr = model.weight_owner(name)
         param = getattr(module, attr)
         parametrize.register_parametrization(module, attr, WeightMask(param.shape))
         masks[name] = module.parametrizations[attr][0].mask
     return masks
 
 
-def detach_weight_masks(model: nn.Module, names: list[str]) -> None:
+def detach_weight_masks(model: GraphModel, names: list[str]) -> None:
     """Remove the masks, restoring the plain weight parameters (the same tensor objects)."""
     for name in names:
-        module_name, _, attr = name.rpartition(".")
-        parametrize.remove_parametrizations(model.get_submodule(module_name), attr, leave_parametrized=False)
+        module, attr = model.weight_owner(name)
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
 
 
 class UGSRound(Dense):
@@ -127,7 +126,8 @@ class UGSRound(Dense):
     def penalty(self, run) -> Tensor:
         pruner: CoPruner = run.pruner
         c = self.config
-        total = c.edge_l1 * pruner.edge_weight()[pruner.engine.mask(EDGES)].abs().sum()
+        edge_weight = pruner.edge_weight()
+        total = 0.0 if edge_weight is None else c.edge_l1 * edge_weight[pruner.engine.mask(EDGES)].abs().sum()
         total = total + c.feature_l1 * pruner.feature_gate[pruner.engine.mask(FEATURES)].abs().sum()
         for name, mask in self.weight_masks.items():
             total = total + c.weight_l1 * (mask.abs() * pruner.weight_mask(name)).sum()
@@ -192,12 +192,24 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     try:
         result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress,
                        should_stop=should_stop)
-        model.load_state_dict(result.model_state)
+        model.load_state_dict(_without_computed_weights(model, names, result.model_state))
         pruner.load_state_dict(result.pruner_state)
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
         scores[FEATURES] = pruner.feature_gate.detach().abs()
         # exact ranking, ties by index (gnnprune.masks.lowest): the masks are training results
-        report = pruner.update(sparsity, prune_scores=scores)  # edges: by |mask|, the default
+        report = pruner.update(sparsity, prune_scores=scores,  # edges: by |mask|, the default
+                               edge_ranking=EdgeRanking.GLOBAL)
     finally:
         detach_weight_masks(model, names)
     return result, report, pruner.engine.state_dict()
+
+
+def _without_computed_weights(model: GraphModel, names: list[str], state: dict) -> dict:
+    """``state`` without the masked weights' computed values, which some layers (PyG's ``Linear``)
+    save under the plain weight name beside the parametrization's own entries."""
+    paths = {id(module): path for path, module in model.named_modules()}
+    computed = set()
+    for name in names:
+        module, attr = model.weight_owner(name)
+        computed.add(f"{paths[id(module)]}.{attr}" if paths[id(module)] else attr)
+    return {key: value for key, value in state.items() if key not in computed}

@@ -89,6 +89,25 @@ class UnitGroup:
 def live_width(live_units: Mapping[str, Tensor] | None, group: str, width: int) -> int:
     """Live units of ``group`` (its keep-mask in ``live_units``), or ``width`` when it is not pruned by unit."""
     return width if live_units is None or group not in live_units else int(live_units[group].sum())
+class WeightLayout(str, enum.Enum):
+    """Which axis of a weight matrix indexes its inputs.
+
+    ``IN_OUT``: ``y = x @ W`` with ``W`` of shape ``[in, out]`` (this package's :class:`Linear`,
+    PyG's ``GCN2Conv.weight1``). ``OUT_IN``: ``y = x @ W.T`` with ``W`` of shape ``[out, in]``
+    (``torch.nn.Linear``, PyG's ``Linear``). A pruned input feature removes a slice along the
+    input axis; an output unit is a slice along the output axis.
+    """
+
+    IN_OUT = "in_out"
+    OUT_IN = "out_in"
+
+    @property
+    def input_axis(self) -> int:
+        return 0 if self is WeightLayout.IN_OUT else -1
+
+    @property
+    def output_axis(self) -> int:
+        return -1 if self is WeightLayout.IN_OUT else 0
 
 
 class GraphModel(nn.Module):
@@ -101,6 +120,9 @@ class GraphModel(nn.Module):
 
     #: names (as in ``named_parameters``) of weights whose rows index input features
     input_weight_names: tuple[str, ...] = ()
+    #: whether the model's output depends on ``graph.edge_weight`` (learned edge weights are
+    #: only created for models that use them)
+    uses_edge_weight: bool = True
 
     def forward(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -112,10 +134,23 @@ class GraphModel(nn.Module):
         outputs are never a unit. Default: none (a model without hidden units).
         """
         return {}
+    def call_args(self, x: Tensor | SparseMatrix, graph: MaskedGraph) -> tuple:
+        """The arguments of the module's own call for these inputs (``model(*args)``);
+        a wrapped PyG model takes ``(x, edge_index, edge_weight)`` instead."""
+        return x, graph
 
     def prunable_weights(self) -> dict[str, nn.Parameter]:
         """Every weight matrix (2-D parameter); biases are never pruned."""
         return {name: p for name, p in self.named_parameters() if p.dim() >= 2}
+
+    def weight_layout(self, name: str) -> WeightLayout:
+        """Axis layout of prunable weight ``name``; this package's models store ``[in, out]``."""
+        return WeightLayout.IN_OUT
+
+    def weight_owner(self, name: str) -> tuple[nn.Module, str]:
+        """The module holding prunable weight ``name`` and its attribute name there."""
+        module_name, _, attr = name.rpartition(".")
+        return self.get_submodule(module_name), attr
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Optimizer parameter groups; override for per-group decay (e.g. GCNII)."""

@@ -195,8 +195,9 @@ class RaggedGATConv(nn.Module):
         out = torch.cat([sparse_matmul(pattern, per_head[k], part) for k, part in enumerate(parts)], dim=1)
         return out.add_(self.bias)
 
-    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int) -> dict:
-        """As :meth:`GATConv.macs`, with the live heads and their columns."""
+    def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int, live: Tensor | None = None) -> dict:
+        """As :meth:`GATConv.macs`, with the live heads and their columns (all of them live:
+        ``live`` is accepted for the same call and unused)."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
         heads = int(torch.unique(self.head_index).numel())
         return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),

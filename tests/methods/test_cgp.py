@@ -151,7 +151,8 @@ def test_edge_and_feature_gates_take_their_own_learning_rates(small_csbm):
     assert shared["lr"] == 0.1 and len(shared["params"]) == 2  # one group, as before
     split = make_optimizer(model, pruner, TrainConfig(gate_lr=0.1, feature_gate_lr=0.0)).param_groups[-2:]
     assert [(g["params"][0] is pruner.edge_logit, g["lr"]) for g in split] == [(True, 0.1), (False, 0.0)]
-    assert TrainConfig(lr=0.02, edge_gate_lr=0.3).gate_lrs() == (0.3, 0.02)
+    assert TrainConfig(lr=0.02, gate_lr=None, edge_gate_lr=0.3).gate_lrs() == (0.3, 0.02)  # None: the model's rate
+    assert TrainConfig(edge_gate_lr=0.3).gate_lrs() == (0.3, 0.1)
     with pytest.raises(ValueError, match="feature_gate_lr must be >= 0"):
         TrainConfig(feature_gate_lr=-1.0)
     start = pruner.feature_gate.detach().clone()
