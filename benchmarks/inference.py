@@ -17,9 +17,10 @@ with a fixed number of CPU threads, for each model and pruning setting:
 
 Settings (``--settings``): ``unstructured:W/E/F`` prunes a fraction ``W`` of every weight
 tensor's entries, ``E`` of the edges and ``F`` of the feature columns; ``structured:U/E/F``
-removes a fraction ``U`` of the hidden units of every unit space
-(:func:`gnnprune.unit_spaces.unit_spaces`: each unit's producing columns, bias entry and
-consuming rows are zeroed; GCNII's units span all its layers; SGC has none). The timed
+removes a fraction ``U`` of the hidden units of every unit group
+(:meth:`gnnprune.nn.GraphModel.hidden_units`: every parameter slice of a unit is zeroed, its
+producing columns, bias entry, norm entries and consuming rows; GCNII's and ResGCN's units span
+all their layers; SGC has none). The timed
 models are not trained: masks are set at the targets by a seeded random choice (time does
 not depend on weight values; which units die does, and a random choice is what a trained
 run's magnitudes look like to the export only approximately). Biases start at 0, as after
@@ -69,12 +70,11 @@ def parse_settings(text: str) -> dict[str, tuple[str, float, float, float]]:
 def prune_at(model_name: str, data, setting: tuple[str, float, float, float], seed: int = 0):
     """A fresh model (eval mode) and its pruner with masks at ``setting`` (seeded random choice).
 
-    Returns ``(model, pruner)``; for a structured setting the model is :func:`~gnnprune.unit_spaces.prepare`-d
-    (same outputs) and the removed units' slices are zeroed.
+    Returns ``(model, pruner)``; for a structured setting the model's units are separated
+    (:meth:`~gnnprune.nn.GraphModel.separate_units`, same outputs) and the removed units' slices are zeroed.
     """
     from gnnprune.copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner
     from gnnprune.nn import build_model
-    from gnnprune.unit_spaces import prepare, unit_spaces
 
     structure, weights, edges, features = setting
     torch.manual_seed(seed)
@@ -88,13 +88,12 @@ def prune_at(model_name: str, data, setting: tuple[str, float, float, float], se
             pruner.engine.prune(site.name, round(fraction * site.numel), torch.rand(site.mask.shape, generator=g))
     pruner.refresh()
     if structure == "structured":
-        prepare(model)
+        model.separate_units()
         state = model.state_dict()  # shares storage with the model
-        for space in unit_spaces(model)[1:]:
-            removed = torch.randperm(space.size, generator=g)[:round(weights * space.size)]
-            for s in space.slices():
-                if state[s.name].is_floating_point():
-                    state[s.name].index_fill_(s.dim, removed, 0.0)
+        for group in model.hidden_units().values():
+            removed = torch.randperm(group.size, generator=g)[:round(weights * group.size)]
+            for piece in group.slices:  # one axis each once separated
+                state[piece.param].index_fill_(piece.dims[0], removed, 0.0)
     return model, pruner
 
 

@@ -572,7 +572,7 @@ def regrown_value(role: UnitRole, param: Tensor) -> float | Tensor:
     return _REGROWN_CONSTANT[role]
 
 
-_REGROWN_CONSTANT = {UnitRole.BIAS: 0.0, UnitRole.CONSUMER: 0.0, UnitRole.SCALE: 1.0}
+_REGROWN_CONSTANT = {UnitRole.BIAS: 0.0, UnitRole.SHIFT: 0.0, UnitRole.CONSUMER: 0.0, UnitRole.SCALE: 1.0}
 
 
 def _unit_view(units: Tensor, piece: UnitSlice, shape: torch.Size) -> Tensor:

@@ -6,7 +6,8 @@ called as ``model(x, edge_index, edge_weight)`` like a PyTorch Geometric model:
 * the feature gates are folded into the input weights and the model selects the kept
   feature columns of the full-width input itself, then multiplies by the kept rows only;
 * hidden units that cannot change the output are removed from every weight they touch
-  (:mod:`gnnprune.unit_spaces`: whole units of a structured run, and in an unstructured run
+  (the units of :meth:`~gnnprune.nn.GraphModel.hidden_units`, found dead by
+  :mod:`gnnprune.unit_spaces`: whole units of a structured run, and in an unstructured run
   the units whose weights all died), so the remaining weights are dense and small;
 * the graph operator is built from ``(edge_index, edge_weight)`` with the model's own
   normalisation and cached while the same tensors come back (as PyG's ``cached=True``).
@@ -35,7 +36,7 @@ from .graph import DirectedEdges, MaskedGraph
 from .io import atomic_torch_save, atomic_write_json, check_new_folder, safe_torch_load
 from .metrics import get_evaluator
 from .nn import GraphModel, build_model
-from .unit_spaces import live_units, prepare, remove_units, set_tensor, unit_spaces
+from .unit_spaces import live_units, remove_units, set_tensor, unit_groups
 
 FORMAT = "gnnprune-export"
 VERSION = 1
@@ -65,7 +66,7 @@ class ExportedModel(nn.Module):
         self.net = net
         self.register_buffer("kept_features", kept_features.long().clone())
         self.num_features = int(num_features)
-        self.units: dict[str, dict[str, int]] = {}  # per unit space: total and kept units (informative)
+        self.units: dict[str, dict[str, int]] = {}  # per unit group: total and kept units (informative)
         self._cached: tuple | None = None
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
@@ -113,12 +114,12 @@ def compact(model: GraphModel, pruner: CoPruner) -> ExportedModel:
         for name in net.input_weight_names:
             weight = net.get_parameter(name)
             weight.mul_(gate.view(-1, *([1] * (weight.dim() - 1))))
-    prepare(net)
-    spaces = unit_spaces(net)
-    keep = live_units(net, spaces)
-    remove_units(net, spaces, keep)
-    exported = ExportedModel(net, keep["features"].nonzero().view(-1), pruner.node_features.num_features).eval()
-    exported.units = {space.name: {"total": space.size, "kept": int(keep[space.name].sum())} for space in spaces}
+    net.separate_units()
+    groups = unit_groups(net)
+    keep = live_units(net, groups)
+    remove_units(net, groups, keep)
+    exported = ExportedModel(net, keep[FEATURES].nonzero().view(-1), pruner.node_features.num_features).eval()
+    exported.units = {name: {"total": group.size, "kept": int(keep[name].sum())} for name, group in groups.items()}
     return exported
 
 
@@ -269,7 +270,7 @@ def load_exported(folder: str | Path) -> ExportedModel:
     """The :class:`ExportedModel` of an export folder, in eval mode.
 
     Builds the registered model from ``architecture.json``, swaps in the layers of
-    :func:`~gnnprune.unit_spaces.prepare` and puts every tensor of ``model.pt`` (loaded with
+    :meth:`~gnnprune.nn.GraphModel.separate_units` and puts every tensor of ``model.pt`` (loaded with
     ``weights_only=True``) in place. A missing, unexpected or misshapen key is an
     :class:`ExportError` naming the file and the key.
     """
@@ -282,7 +283,7 @@ def load_exported(folder: str | Path) -> ExportedModel:
                               c["num_layers"], c["dropout"], **c["options"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"cannot build the model of {folder / 'architecture.json'}: {exc}") from None
-    prepare(net)
+    net.separate_units()
     exported = ExportedModel(net, torch.zeros(0, dtype=torch.long), architecture["num_features"])
     path = folder / "model.pt"
     try:

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from gnnprune.cli import main
-from gnnprune.copruning import WEIGHT_PREFIX, CoPruner
+from gnnprune.copruning import UNIT_PREFIX, WEIGHT_PREFIX, CoPruner, WeightGranularity
 from gnnprune.export import (ExportError, compact, dense_macs, describe, export_run, kept_graph, load_export_graph,
                              load_exported, max_abs_difference, predict, write_export)
 from gnnprune.graph import DirectedEdges, EdgeSet, MaskedGraph
-from gnnprune.nn import MODELS, build_model
+from gnnprune.nn import MODELS, Activation, UnitGroup, UnitRole, UnitSlice, build_model
 from gnnprune.runs import load_run
-from gnnprune.unit_spaces import Activation, Slice, UnitSpace, dead_units, live_units
+from gnnprune.unit_spaces import dead_units, live_units, remove_units
 from helpers import tiny_graph
 
 SMALL = {"gcn2": {"hidden_channels": 16, "num_layers": 4}, "resgcn": {"hidden_channels": 16, "num_layers": 3},
@@ -19,8 +19,15 @@ SMALL = {"gcn2": {"hidden_channels": 16, "num_layers": 4}, "resgcn": {"hidden_ch
 
 
 # unit rules on hand-built tensors ------------------------------------------------------------------------------
-def _space(activation=Activation.RELU, bias="b"):
-    return UnitSpace("h", 3, (Slice("w_in", 1),), (Slice("w_out", 0),), bias, activation)
+PRODUCER, BIAS, CONSUMER = UnitRole.PRODUCER, UnitRole.BIAS, UnitRole.CONSUMER
+
+
+def _space(activation=Activation.RELU, bias="b", norm=()):
+    """Three units: producer ``w_in`` columns, bias ``b``, consumer ``w_out`` rows (and norm ``norm``: scale, shift)."""
+    pieces = [UnitSlice("w_in", (1,), PRODUCER), UnitSlice("w_out", (0,), CONSUMER)]
+    pieces += [UnitSlice(bias, (0,), BIAS)] if bias is not None else []
+    pieces += [UnitSlice(name, (0,), role) for name, role in zip(norm, (UnitRole.SCALE, UnitRole.SHIFT))]
+    return UnitGroup(3, tuple(pieces), activation)
 
 
 def test_a_unit_is_dead_when_silent_or_unread():
@@ -38,8 +45,35 @@ def test_a_unit_is_dead_when_silent_or_unread():
     assert dead_units(_space(bias=None), {k: v for k, v in tensors.items() if k != "b"}).tolist() == [True, True, True]
 
 
+def test_a_unit_a_norm_reads_is_never_dead():
+    """A norm reads a unit (LayerNorm statistics) unless its scale and shift there are both zero."""
+    tensors = {"w_in": torch.tensor([[0.0, 1.0, 0.0]]), "b": torch.zeros(3), "w_out": torch.tensor([[0.0], [0.0], [1.0]]),
+               "gamma": torch.tensor([1.0, 0.0, 0.0]), "beta": torch.tensor([0.0, 0.5, 0.0])}
+    # unit 0 silent and unread but normalised; unit 1 unread, zero scale but a shift; unit 2 silent, scale and shift 0
+    assert dead_units(_space(norm=("gamma", "beta")), tensors).tolist() == [False, False, True]
+    assert dead_units(_space(), tensors).tolist() == [True, True, True]
+
+
+def test_units_over_two_axes_are_tested_per_unit_and_kept_whole():
+    """GAT's attention vectors: unit ``u`` of a ``[heads, channels]`` tensor is entry ``divmod(u, channels)``."""
+    group = UnitGroup(4, (UnitSlice("w", (1,), PRODUCER), UnitSlice("att", (0, 1), CONSUMER)))
+    tensors = {"w": torch.tensor([[1.0, 1.0, 1.0, 1.0]]), "att": torch.tensor([[0.0, 2.0], [3.0, 0.0]])}
+    assert dead_units(group, tensors).tolist() == [True, False, False, True]
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.att = torch.nn.Parameter(tensors["w"].clone()), torch.nn.Parameter(tensors["att"].clone())
+
+    layer = Layer()
+    keep = live_units(layer, {"h": group})
+    assert keep["h"].tolist() == [False, True, True, False]
+    with pytest.raises(ValueError, match=r"cannot cut units of group 'h' from att over dims \(0, 1\)"):
+        remove_units(layer, {"h": group}, keep)
+
+
 def test_input_features_die_only_when_unread():
-    space = UnitSpace("features", 3, None, (Slice("w", 0), Slice("v", 0)))
+    space = UnitGroup(3, (UnitSlice("w", (0,), CONSUMER), UnitSlice("v", (0,), CONSUMER)))
     tensors = {"w": torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]), "v": torch.tensor([[0.0], [0.0], [3.0]])}
     assert dead_units(space, tensors).tolist() == [True, False, False]
 
@@ -53,13 +87,16 @@ def test_removal_reaches_a_fixed_point():
             self.b = torch.nn.Parameter(torch.tensor([0.5, 1.0]))
             self.c = torch.nn.Parameter(torch.tensor([[0.0], [1.0]]))  # [hidden, out]
 
-    spaces = [UnitSpace("features", 2, None, (Slice("a", 0),)),
-              UnitSpace("hidden", 2, (Slice("a", 1),), (Slice("c", 0),), "b", Activation.RELU)]
+    groups = {"features": UnitGroup(2, (UnitSlice("a", (0,), CONSUMER),)),
+              "hidden": UnitGroup(2, (UnitSlice("a", (1,), PRODUCER), UnitSlice("b", (0,), BIAS),
+                                      UnitSlice("c", (0,), CONSUMER)), Activation.RELU)}
     chain = Chain()
-    keep = live_units(chain, spaces)
+    keep = live_units(chain, groups)
     assert keep["features"].tolist() == [True, False]
     assert keep["hidden"].tolist() == [False, True]
     assert chain.a[1, 0] == 5.0 and chain.b.tolist() == [0.5, 1.0]  # the model itself is untouched
+    remove_units(chain, groups, keep)
+    assert chain.a.tolist() == [[1.0]] and chain.b.tolist() == [1.0] and chain.c.tolist() == [[1.0]]
 
 
 # operators of a directed edge_index ----------------------------------------------------------------------------
@@ -88,21 +125,23 @@ def test_directed_edges_refuse_bad_input(bad, message):
 
 
 # the zoo, exported -----------------------------------------------------------------------------------------------
-def _pruned(name, data, weights=0.9, seed=0):
-    """A model with random biases and gates, masks at the targets (random choice), weights unstructured."""
+def _pruned(name, data, weights=0.9, seed=0, granularity=WeightGranularity.ELEMENT):
+    """A model with random biases and gates, masks at the targets (random choice): ``weights`` of
+    every weight tensor (element granularity) or of every hidden unit group (unit granularity),
+    half of the edges and features."""
     torch.manual_seed(seed)
     model = build_model(name, data.num_features, data.num_classes, **SMALL.get(name, {}))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1:
                 p.uniform_(-0.5, 0.5)
-    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True)
+    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True, weight_granularity=granularity)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         pruner.edge_logit.uniform_(-2.0, 4.0, generator=g)
         pruner.feature_gate.uniform_(0.2, 1.5, generator=g)
     for site in list(pruner.engine):
-        fraction = weights if site.name.startswith(WEIGHT_PREFIX) else 0.5
+        fraction = weights if site.name.startswith((WEIGHT_PREFIX, UNIT_PREFIX)) else 0.5
         pruner.engine.prune(site.name, int(site.numel * fraction), torch.rand(site.mask.shape, generator=g))
     pruner.refresh()
     return model.eval(), pruner
@@ -118,39 +157,24 @@ def _zero_units(model, writes, reads, units):
             model.get_parameter(name)[units] = 0.0
 
 
-#: per model: (tensors writing the pruned units, tensors reading them, how many hidden units the export must drop)
-STRUCTURED = {
-    "gcn": (["convs.0.lin.weight", "convs.0.bias"], ["convs.1.lin.weight"], {"convs.0": 5}),
-    "sage": (["convs.0.lin_root.weight", "convs.0.lin_neigh.weight", "convs.0.bias"],
-             ["convs.1.lin_root.weight", "convs.1.lin_neigh.weight"], {"convs.0": 5}),
-    "appnp": (["lins.0.weight", "lins.0.bias"], ["lins.1.weight"], {"lins.0": 5}),
-    "gat": (["convs.0.lin.weight", "convs.0.bias"], ["convs.1.lin.weight"], {"convs.0": 5}),
-    # a unit of one GCNII layer is carried on by the identity mapping: not removable, still exact
-    "gcn2": (["convs.1.lin.weight"], ["convs.2.lin.weight"], {"hidden": 0}),
-    # ResGCN's LayerNorm reads every channel: nothing is removed, outputs still equal
-    "resgcn": (["blocks.0.conv.lin.weight", "blocks.0.conv.bias"], ["blocks.1.conv.lin.weight"], {}),
-    "sgc": ([], [], {}),
-}
-UNITS = [0, 3, 4, 9, 12]
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("structure", ["unstructured", "structured"])
 def test_every_zoo_model_exports_to_the_same_outputs(name, structure, small_csbm, tmp_path):
+    """Unstructured: 90% of every weight tensor; structured: a unit-mode pruner removes 25% of every unit group,
+    and the export cuts out exactly those units."""
     data = small_csbm
-    weights = 0.9 if structure == "unstructured" else 0.0
-    model, pruner = _pruned(name, data, weights)
-    dropped = {}
-    if structure == "structured":
-        writes, reads, dropped = STRUCTURED[name]
-        _zero_units(model, writes, reads, UNITS)  # GAT: a zero column with a zero bias is silent in attention too
+    if structure == "unstructured":
+        model, pruner = _pruned(name, data, 0.9)
+    else:
+        model, pruner = _pruned(name, data, 0.25, granularity=WeightGranularity.UNIT)
     exported = compact(model, pruner)
     graph = kept_graph(pruner)
     assert max_abs_difference(exported, model, pruner, data, graph) <= 1e-5
     assert exported.units["features"]["kept"] <= int(pruner.engine.mask("features").sum())
-    for space, count in dropped.items():
-        units = exported.units[space]
-        assert units["total"] - units["kept"] == count, units
+    assert set(exported.units) == {"features", *model.hidden_units()}
+    for group in pruner.unit_groups:
+        units, live = exported.units[group], pruner.unit_mask(group)
+        assert units == {"total": live.numel(), "kept": int(live.sum())} and units["kept"] < units["total"], units
     # written and read back: the same outputs from the files alone
     spec = MODELS[name]
     constructor = {"in_channels": data.num_features, "out_channels": data.num_classes,
@@ -174,6 +198,39 @@ def test_unstructured_90_percent_drops_the_units_whose_weights_all_died(small_cs
     unread = (w1 == 0).all(1)
     assert exported.units["convs.0"]["kept"] == int((~(silent | unread)).sum()) < 32
     assert exported.net.convs[0].lin.weight.shape == (exported.kept_features.numel(), exported.units["convs.0"]["kept"])
+
+
+@pytest.mark.parametrize("name, writes, reads", [
+    # a unit of one GCNII layer is carried on by the identity mapping
+    ("gcn2", ["convs.1.lin.weight"], ["convs.2.lin.weight"]),
+    # the channel's norms still read it (LayerNorm statistics), whatever one block writes or reads
+    ("resgcn", ["blocks.0.conv.lin.weight", "blocks.0.conv.bias"], ["blocks.1.conv.lin.weight"]),
+])
+def test_units_zeroed_in_one_layer_of_a_stack_stay_and_the_export_is_exact(small_csbm, name, writes, reads):
+    model, pruner = _pruned(name, small_csbm, 0.0)
+    _zero_units(model, writes, reads, [0, 3, 4, 9, 12])
+    exported = compact(model, pruner)
+    assert exported.units["hidden"] == {"total": 16, "kept": 16}
+    assert max_abs_difference(exported, model, pruner, small_csbm, kept_graph(pruner)) <= 1e-5
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_resgcn_units_go_with_batch_norm_statistics_or_without_norms(small_csbm, norm):
+    torch.manual_seed(0)
+    model = build_model("resgcn", small_csbm.num_features, small_csbm.num_classes, 16, 3, norm=norm)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.dim() == 1:  # biases, norm entries, running statistics
+                tensor.uniform_(0.5, 1.5) if name.endswith("running_var") else tensor.uniform_(-0.5, 0.5)
+    pruner = CoPruner(model, small_csbm, weight_granularity=WeightGranularity.UNIT)
+    pruner.engine.prune(UNIT_PREFIX + "hidden", 5, torch.rand(16, generator=torch.Generator().manual_seed(0)))
+    pruner.refresh()
+    exported = compact(model.eval(), pruner)
+    live = pruner.unit_mask("hidden")
+    assert exported.units["hidden"] == {"total": 16, "kept": 11}
+    if norm == "batch":
+        assert torch.equal(exported.net.norm_out.running_mean, model.norm_out.running_mean[live])
+    assert max_abs_difference(exported, model, pruner, small_csbm, kept_graph(pruner)) <= 1e-5
 
 
 def test_a_gcn2_unit_silent_in_every_layer_goes_from_every_layer(small_csbm):
@@ -327,3 +384,33 @@ def test_masked_graph_of_directed_edges_reports_column_weights():
     directed = DirectedEdges(edges.directed(), 3)
     weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert torch.equal(MaskedGraph(directed, weight).directed_edge_weight, weight)
+
+
+def test_a_resgcn_unit_run_exports_without_exactly_its_pruned_channels(tmp_path):
+    """LiveLayerNorm leaves a pruned channel out of its statistics, so the export cuts it from the whole stack."""
+    run_dir = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["prune", "--dataset", "synthetic:num_nodes=300,num_classes=3,num_features=16,num_val=60,num_test=100",
+                     "--model", "resgcn", "--layers", "3", "--hidden", "16", "--weight-structure", "unit",
+                     "--weight-sparsity", "0.5", "--edge-sparsity", "0.3", "--feature-sparsity", "0.25",
+                     "--epochs", "20", "--threads", "1", "--no-progress", "--out", str(run_dir)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    architecture = export_run(run_dir, tmp_path / "export")
+    run = load_run(run_dir)
+    live = run.pruner.unit_mask("hidden")
+    assert int(live.sum()) == 8
+    assert architecture["units"]["hidden"] == {"total": 16, "kept": 8}
+    assert architecture["check"]["max_abs_diff_vs_masked_model"] <= 1e-5
+    exported = load_exported(tmp_path / "export")
+    net, model = exported.net, run.model
+    assert torch.equal(net.lin_in.bias, model.lin_in.bias[live]) and torch.equal(net.lin_out.weight, model.lin_out.weight[live])
+    for small, block in zip(net.blocks, model.blocks):
+        assert torch.equal(small.conv.lin.weight, block.conv.lin.weight[live][:, live])
+        assert torch.equal(small.norm.weight, block.norm.weight[live]) and torch.equal(small.norm.bias, block.norm.bias[live])
+    assert bool((net.norm_out.weight != 0).all())  # every channel left is live
+    graph = load_export_graph(tmp_path / "export")
+    with torch.no_grad():
+        out = exported(run.data.x, graph["edge_index"], graph["edge_weight"])
+    assert float((out - run.predict()).abs().max()) <= 1e-5

@@ -305,6 +305,7 @@ def test_regrown_values_follow_the_role():
     assert regrown_value(UnitRole.CONSUMER, weight) == 0.0
     assert regrown_value(UnitRole.BIAS, weight) == 0.0
     assert regrown_value(UnitRole.SCALE, weight) == 1.0
+    assert regrown_value(UnitRole.SHIFT, weight) == 0.0
 
 
 def test_unit_state_round_trips_and_masks_survive_a_reload():

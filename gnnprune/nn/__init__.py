@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from ..masks.distribution import WeightDistribution
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, WeightLayout
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, WeightLayout
 from .gcn import GCN, GCNConv
 
 
@@ -88,5 +88,5 @@ def build_model(name: str, in_channels: int, out_channels: int, hidden_channels:
     )
 
 
-__all__ = ["GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "ModelSpec", "UnitGroup", "UnitRole", "UnitSlice",
-           "WeightLayout", "build_model", "model_spec"]
+__all__ = ["Activation", "GCN", "GCNConv", "GraphModel", "Linear", "MODELS", "ModelSpec", "UnitGroup", "UnitRole",
+           "UnitSlice", "WeightLayout", "build_model", "model_spec"]

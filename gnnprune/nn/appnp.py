@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
 
 
 class PPRPropagation(nn.Module):
@@ -107,11 +107,11 @@ class APPNP(GraphModel):
 
     def hidden_units(self) -> dict[str, UnitGroup]:
         """The MLP's hidden units (outputs of every linear layer but the last): the layer's weight
-        column and bias entry, and the next layer's weight row. Propagation runs at class width."""
+        column and bias entry, and the next layer's weight row; ReLU. Propagation runs at class width."""
         return {f"lins.{i}": UnitGroup(lin.weight.size(1), (
                     UnitSlice(f"lins.{i}.weight", (1,), UnitRole.PRODUCER),
                     UnitSlice(f"lins.{i}.bias", (0,), UnitRole.BIAS),
-                    UnitSlice(f"lins.{i + 1}.weight", (0,), UnitRole.CONSUMER)))
+                    UnitSlice(f"lins.{i + 1}.weight", (0,), UnitRole.CONSUMER)), Activation.RELU)
                 for i, lin in enumerate(self.lins[:-1])}
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],

@@ -43,12 +43,30 @@ class Linear(nn.Module):
 
 
 class UnitRole(str, enum.Enum):
-    """What a parameter slice does with a hidden unit; sets the value a regrown unit starts from."""
+    """What a parameter slice does with a hidden unit.
+
+    Sets the value a regrown unit starts from, and when a trained unit can be cut out exactly
+    (:func:`gnnprune.unit_spaces.dead_units`).
+    """
 
     PRODUCER = "producer"  # computes the unit (a column of an ``[in, out]`` weight): re-drawn, Glorot uniform
-    BIAS = "bias"          # an additive entry of the unit (bias, norm shift): 0
-    SCALE = "scale"        # a multiplicative entry of the unit (norm scale): 1
+    BIAS = "bias"          # an additive entry of the unit's value, before its activation (bias): 0
+    SCALE = "scale"        # a norm's multiplicative entry of the unit (norm scale): 1
+    SHIFT = "shift"        # a norm's additive entry of the unit (norm shift): 0
     CONSUMER = "consumer"  # reads the unit (a row of the next weight, an attention vector entry): 0
+    STATE = "state"        # a buffer entry of the unit (norm running statistics, head index): never pruned
+
+
+class Activation(str, enum.Enum):
+    """The activation applied to a unit's value before anything reads it."""
+
+    RELU = "relu"
+    ELU = "elu"
+    IDENTITY = "identity"
+
+    def silences(self, bias: Tensor) -> Tensor:
+        """Bool per entry: ``activation(bias) == 0``."""
+        return bias <= 0 if self is Activation.RELU else bias == 0
 
 
 @dataclass(frozen=True)
@@ -77,13 +95,27 @@ class UnitSlice:
 class UnitGroup:
     """``size`` hidden units that share one width, and every parameter slice that belongs to them.
 
-    Pruning unit ``u`` zeroes its slice of every member: what produces it (weight column, bias
-    entry), what normalises it (norm scale and shift) and what reads it (next weight's row), so
-    the unit's output is identically zero and it can be cut from the model.
+    Pruning unit ``u`` zeroes its slice of every member of ``slices``: what produces it (weight
+    column, bias entry), what normalises it (norm scale and shift) and what reads it (next
+    weight's row), so the unit's output is identically zero and it can be cut from the model.
+
+    Attributes:
+        size: number of units.
+        slices: the parameter slices of the units (what unit pruning masks).
+        activation: applied to the unit's value (producers' sum plus its ``BIAS`` entries)
+            before anything reads it.
+        buffers: buffer slices (role ``STATE``) cut out with a unit but never pruned.
     """
 
     size: int
     slices: tuple[UnitSlice, ...]
+    activation: Activation = Activation.IDENTITY
+    buffers: tuple[UnitSlice, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activation", Activation(self.activation))
+        if any(piece.role is not UnitRole.STATE for piece in self.buffers):
+            raise ValueError("buffer slices of a unit group must have the role 'state'")
 
 
 def live_width(live_units: Mapping[str, Tensor] | None, group: str, width: int) -> int:
@@ -128,7 +160,8 @@ class GraphModel(nn.Module):
         raise NotImplementedError
 
     def hidden_units(self) -> dict[str, UnitGroup]:
-        """Hidden-unit groups for structured pruning (``--weight-structure unit``), by name.
+        """Hidden-unit groups by name: what structured pruning (``--weight-structure unit``)
+        masks and what the export cuts out (:mod:`gnnprune.unit_spaces`).
 
         A group lists every parameter slice of its units (see :class:`UnitGroup`). Class
         outputs are never a unit. Default: none (a model without hidden units).
@@ -138,6 +171,16 @@ class GraphModel(nn.Module):
         """The arguments of the module's own call for these inputs (``model(*args)``);
         a wrapped PyG model takes ``(x, edge_index, edge_weight)`` instead."""
         return x, graph
+
+    def input_units(self) -> UnitGroup:
+        """The input feature columns as units: nothing in the model produces them; the rows of
+        :attr:`input_weight_names` read them."""
+        size = int(self.get_parameter(self.input_weight_names[0]).size(0))
+        return UnitGroup(size, tuple(UnitSlice(name, (0,), UnitRole.CONSUMER) for name in self.input_weight_names))
+
+    def separate_units(self) -> None:
+        """Swap in layers from which every :meth:`hidden_units` unit can be cut one by one
+        (GAT: heads of unequal widths); outputs unchanged. Default: nothing to swap."""
 
     def prunable_weights(self) -> dict[str, nn.Parameter]:
         """Every weight matrix (2-D parameter); biases are never pruned."""

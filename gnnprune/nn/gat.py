@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, sparse_matmul
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice
 
 _MAX_EXPONENT = 60.0  # caps exp() for zero-weight entries scoring above every live one (probe pass)
 
@@ -112,6 +113,17 @@ class GATConv(nn.Module):
         out = out.reshape(n, heads * channels) if self.concat else out.mean(dim=1)
         return out.add_(self.bias)
 
+    def output_units(self, prefix: str) -> UnitGroup:
+        """This layer's slices of its output columns (``head * out_channels + channel``), the
+        layer named ``prefix``: weight column, bias entry, entry of both attention vectors."""
+        if not self.concat:
+            raise ValueError("only a GATConv with concatenated heads has per-head output columns")
+        return UnitGroup(self.heads * self.out_channels, (
+            UnitSlice(f"{prefix}.lin.weight", (1,), UnitRole.PRODUCER),
+            UnitSlice(f"{prefix}.bias", (0,), UnitRole.BIAS),
+            UnitSlice(f"{prefix}.att_src", (0, 1), UnitRole.CONSUMER),
+            UnitSlice(f"{prefix}.att_dst", (0, 1), UnitRole.CONSUMER)))
+
     def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int, live: Tensor | None = None) -> dict:
         """Transform (``x W`` and the per-node attention scores) and aggregation MACs.
 
@@ -195,13 +207,22 @@ class RaggedGATConv(nn.Module):
         out = torch.cat([sparse_matmul(pattern, per_head[k], part) for k, part in enumerate(parts)], dim=1)
         return out.add_(self.bias)
 
+    def output_units(self, prefix: str) -> UnitGroup:
+        """As :meth:`GATConv.output_units`, with 1-D attention vectors and the head index carried along."""
+        return UnitGroup(self.head_index.numel(), (
+            UnitSlice(f"{prefix}.lin.weight", (1,), UnitRole.PRODUCER),
+            UnitSlice(f"{prefix}.bias", (0,), UnitRole.BIAS),
+            UnitSlice(f"{prefix}.att_src", (0,), UnitRole.CONSUMER),
+            UnitSlice(f"{prefix}.att_dst", (0,), UnitRole.CONSUMER)),
+            buffers=(UnitSlice(f"{prefix}.head_index", (0,), UnitRole.STATE),))
+
     def macs(self, num_nodes: int, kept_edges: int, kept_lin: int, kept_att: int, live: Tensor | None = None) -> dict:
-        """As :meth:`GATConv.macs`, with the live heads and their columns (all of them live:
-        ``live`` is accepted for the same call and unused)."""
+        """As :meth:`GATConv.macs`, with the heads and columns present (``live``: of those, the live ones)."""
         entries = gcn_operator_entries(kept_edges, num_nodes)
-        heads = int(torch.unique(self.head_index).numel())
+        head_index = self.head_index if live is None else self.head_index[live]
+        heads = int(torch.unique(head_index).numel())
         return {"transform": transform_macs(kept_lin, num_nodes) + transform_macs(kept_att, num_nodes),
-                "aggregation": aggregation_macs(entries, self.head_index.numel()) + aggregation_macs(entries, heads)}
+                "aggregation": aggregation_macs(entries, head_index.numel()) + aggregation_macs(entries, heads)}
 
 
 class GAT(GraphModel):
@@ -247,16 +268,20 @@ class GAT(GraphModel):
         """One unit per channel of each head of a hidden (concatenating) layer, numbered as in
         the concatenated output (``head * channels + channel``): its weight column, its entry
         of both attention vectors and of the bias, and the next layer's weight row. A head
-        whose channels are all pruned is gone. The averaged output layer has no units."""
+        whose channels are all pruned is gone. ELU. The averaged output layer has no units.
+        After :meth:`separate_units` the hidden layers are :class:`RaggedGATConv`."""
         groups = {}
         for i, conv in enumerate(self.convs[:-1]):
-            groups[f"convs.{i}"] = UnitGroup(conv.heads * conv.out_channels, (
-                UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
-                UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
-                UnitSlice(f"convs.{i}.att_src", (0, 1), UnitRole.CONSUMER),
-                UnitSlice(f"convs.{i}.att_dst", (0, 1), UnitRole.CONSUMER),
-                UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)))
+            own = conv.output_units(f"convs.{i}")
+            groups[f"convs.{i}"] = replace(own, activation=Activation.ELU, slices=(
+                *own.slices, UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)))
         return groups
+
+    def separate_units(self) -> None:
+        """Hidden layers become :class:`RaggedGATConv` (same outputs), whose heads may lose columns unevenly."""
+        for i, conv in enumerate(self.convs[:-1]):
+            if isinstance(conv, GATConv):
+                self.convs[i] = RaggedGATConv.from_conv(conv)
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
              live_units: Mapping[str, Tensor] | None = None) -> list[dict]:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout, propagate_first
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class GCNConv(nn.Module):
@@ -85,11 +85,11 @@ class GCN(GraphModel):
 
     def hidden_units(self) -> dict[str, UnitGroup]:
         """Layer ``i``'s output units (all layers but the last): its weight column and bias
-        entry, and the next layer's weight row."""
+        entry, and the next layer's weight row; ReLU."""
         return {f"convs.{i}": UnitGroup(conv.bias.numel(), (
                     UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
                     UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
-                    UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)))
+                    UnitSlice(f"convs.{i + 1}.lin.weight", (0,), UnitRole.CONSUMER)), Activation.RELU)
                 for i, conv in enumerate(self.convs[:-1])}
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],

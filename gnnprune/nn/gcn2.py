@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, gcn_operator_entries, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class GCN2Conv(nn.Module):
@@ -120,14 +120,15 @@ class GCNII(GraphModel):
         carries each channel through, so all layers share one width and a channel is pruned
         everywhere at once: ``lin_in``'s column and bias entry, row and column ``c`` of every
         GCNII weight, ``lin_out``'s row. With those zero the channel of :math:`X^{(0)}` is 0
-        and stays 0 through every layer (exactly).
+        and stays 0 through every layer (exactly). The activation is ``lin_in``'s ReLU: with
+        every producer column zero and ``relu(b_c) = 0`` the channel is 0 in every layer.
         """
         slices = [UnitSlice("lin_in.weight", (1,), UnitRole.PRODUCER), UnitSlice("lin_in.bias", (0,), UnitRole.BIAS)]
         for i in range(len(self.convs)):
             slices += [UnitSlice(f"convs.{i}.lin.weight", (1,), UnitRole.PRODUCER),
                        UnitSlice(f"convs.{i}.lin.weight", (0,), UnitRole.CONSUMER)]
         slices.append(UnitSlice("lin_out.weight", (0,), UnitRole.CONSUMER))
-        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices))}
+        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices), Activation.RELU)}
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
              live_units: Mapping[str, Tensor] | None = None) -> list[dict]:

@@ -25,7 +25,8 @@ class LiveLayerNorm(nn.LayerNorm):
         \sigma^2 = \frac{1}{|L|} \sum_{c \in L} (x_c - \mu)^2, \qquad
         L = \{c : \gamma_c \neq 0 \lor \beta_c \neq 0\}
 
-    While every channel is live this is ``nn.LayerNorm`` (same call). A hidden unit pruned by
+    While every channel is live this is ``nn.LayerNorm`` (same call, over the width of ``x``, so
+    the layer keeps working once channels are cut from its scale and shift). A hidden unit pruned by
     unit (:meth:`ResGCN.hidden_units`) has :math:`\gamma_c = \beta_c = 0` and outputs 0, and the
     other channels are normalised as in the model without it, so cutting it out is exact.
     A plain LayerNorm would count the zero channel in :math:`\mu` and :math:`\sigma^2`.
@@ -37,7 +38,7 @@ class LiveLayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor) -> Tensor:
         live = (self.weight != 0) | (self.bias != 0)
         if bool(live.all()):
-            return super().forward(x)
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         keep = live.to(x.dtype)
         count = keep.sum().clamp_min(1.0)
         mean = (x * keep).sum(-1, keepdim=True) / count
@@ -142,7 +143,8 @@ class ResGCN(GraphModel):
         scale and shift; ``lin_out``'s row. The stream's channel then starts at 0 and no block
         adds to it. The norms leave such a channel out of their statistics
         (:class:`LiveLayerNorm`; BatchNorm is per channel anyway), so the pruned model equals
-        the narrower one exactly.
+        the narrower one exactly. The stream has no activation; BatchNorm's running statistics
+        are cut out with the channel.
         """
         slices = [UnitSlice("lin_in.weight", (1,), UnitRole.PRODUCER), UnitSlice("lin_in.bias", (0,), UnitRole.BIAS)]
         for i, block in enumerate(self.blocks):
@@ -152,7 +154,10 @@ class ResGCN(GraphModel):
                        UnitSlice(f"blocks.{i}.conv.bias", (0,), UnitRole.BIAS)]
         slices += _norm_slices("norm_out", self.norm_out)
         slices.append(UnitSlice("lin_out.weight", (0,), UnitRole.CONSUMER))
-        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices))}
+        norms = {f"blocks.{i}.norm": block.norm for i, block in enumerate(self.blocks)} | {"norm_out": self.norm_out}
+        buffers = tuple(UnitSlice(f"{prefix}.{name}", (0,), UnitRole.STATE) for prefix, norm in norms.items()
+                        for name in ("running_mean", "running_var") if getattr(norm, name, None) is not None)
+        return {"hidden": UnitGroup(self.lin_in.weight.size(1), tuple(slices), buffers=buffers)}
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
              live_units: Mapping[str, Tensor] | None = None) -> list[dict]:
@@ -173,4 +178,4 @@ def _norm_slices(prefix: str, norm: nn.Module) -> list[UnitSlice]:
     """Scale and shift of a norm layer, if it has them."""
     if getattr(norm, "weight", None) is None:
         return []
-    return [UnitSlice(f"{prefix}.weight", (0,), UnitRole.SCALE), UnitSlice(f"{prefix}.bias", (0,), UnitRole.BIAS)]
+    return [UnitSlice(f"{prefix}.weight", (0,), UnitRole.SCALE), UnitSlice(f"{prefix}.bias", (0,), UnitRole.SHIFT)]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..graph import MaskedGraph
 from ..macs import aggregation_macs, transform_macs
 from ..sparse import SparseMatrix, dropout
-from .base import GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
+from .base import Activation, GraphModel, Linear, UnitGroup, UnitRole, UnitSlice, live_width
 
 
 class SAGEConv(nn.Module):
@@ -102,13 +102,13 @@ class GraphSAGE(GraphModel):
 
     def hidden_units(self) -> dict[str, UnitGroup]:
         """Layer ``i``'s output units (all layers but the last): the root and neighbour weight
-        columns and the bias entry, and both weight rows of the next layer."""
+        columns and the bias entry, and both weight rows of the next layer; ReLU."""
         return {f"convs.{i}": UnitGroup(conv.bias.numel(), (
                     UnitSlice(f"convs.{i}.lin_root.weight", (1,), UnitRole.PRODUCER),
                     UnitSlice(f"convs.{i}.lin_neigh.weight", (1,), UnitRole.PRODUCER),
                     UnitSlice(f"convs.{i}.bias", (0,), UnitRole.BIAS),
                     UnitSlice(f"convs.{i + 1}.lin_root.weight", (0,), UnitRole.CONSUMER),
-                    UnitSlice(f"convs.{i + 1}.lin_neigh.weight", (0,), UnitRole.CONSUMER)))
+                    UnitSlice(f"convs.{i + 1}.lin_neigh.weight", (0,), UnitRole.CONSUMER)), Activation.RELU)
                 for i, conv in enumerate(self.convs[:-1])}
 
     def macs(self, num_nodes: int, kept_edges: int, kept_weights: dict[str, int],
