@@ -36,7 +36,7 @@ from .counting import count_model, output_positions
 from .criteria import TIE_RTOL, Criterion, LayerView
 from .criteria.central import compensate as central_compensate
 from .data import ImageData, normalise
-from .train import TrainConfig, evaluate, train
+from .train import CNNTrainConfig, evaluate_cnn, train_cnn
 
 
 class ChannelMasks(WeightMasks):
@@ -304,7 +304,7 @@ class PruneRunConfig:
     """One pruning run.
 
     Attributes:
-        model: a name in :data:`cnn_bridge.models.MODELS`.
+        model: a name in :data:`cnn_bridge.models.CNN_MODELS`.
         dataset: ``cifar10`` or ``digits``.
         criterion: a name in :data:`cnn_bridge.criteria.CRITERIA`.
         mac_reduction: target fraction of MACs removed (exclusive with ``fraction``).
@@ -324,8 +324,8 @@ class PruneRunConfig:
     mac_reduction: float | None = 0.5
     fraction: float | None = None
     checkpoint: str | None = None
-    pretrain: TrainConfig = field(default_factory=TrainConfig)
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=0.01))
+    pretrain: CNNTrainConfig = field(default_factory=CNNTrainConfig)
+    finetune: CNNTrainConfig = field(default_factory=lambda: CNNTrainConfig(epochs=2, lr=0.01))
     feature_images: int = 128
     sensitivity_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
     sensitivity_images: int = 500
@@ -336,11 +336,11 @@ class PruneRunConfig:
 
     def __post_init__(self) -> None:
         from .criteria import get_criterion
-        from .experiment import DATASETS, check_choice
-        from .models import model_spec
+        from .experiment import IMAGE_DATASETS, check_choice
+        from .models import cnn_model_spec
 
-        model_spec(self.model)
-        check_choice("dataset", self.dataset, DATASETS)
+        cnn_model_spec(self.model)
+        check_choice("dataset", self.dataset, IMAGE_DATASETS)
         get_criterion(self.criterion)
         if (self.mac_reduction is None) == (self.fraction is None):
             raise ValueError("give exactly one of a MAC reduction and a per-layer fraction")
@@ -365,23 +365,23 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     ``architecture.json`` (see :func:`cnn_bridge.compact.load_compact`).
     """
     from .criteria import DATA_DRIVEN, get_criterion
-    from .models import build_model
+    from .models import build_cnn_model
 
     seed = config.finetune.seed
     torch.manual_seed(seed)
     data = data.subset(config.train_subset, config.test_subset, seed=seed)
     input_shape = tuple(data.train_x.shape[1:])
     build = {"num_classes": data.num_classes, "in_channels": input_shape[0]}
-    model = build_model(config.model, **build)
+    model = build_cnn_model(config.model, **build)
     record: dict = {"status": "running", "config": asdict(config), "data": data.name, "seed": seed, "times_s": {}}
     clock = time.perf_counter()
     if config.checkpoint is not None:
         model.load_state_dict(safe_torch_load(config.checkpoint))
         record["pretrain"] = {"checkpoint": str(config.checkpoint)}
     else:
-        record["pretrain"] = train(model, data, config.pretrain, progress=progress, description="pretrain")
+        record["pretrain"] = train_cnn(model, data, config.pretrain, progress=progress, description="pretrain")
     record["times_s"]["pretrain"] = time.perf_counter() - clock
-    evaluate_test = lambda m: evaluate(m, data.test_x, data.test_y, data.mean, data.std)  # noqa: E731
+    evaluate_test = lambda m: evaluate_cnn(m, data.test_x, data.test_y, data.mean, data.std)  # noqa: E731
     record["accuracy"] = {"dense": evaluate_test(model)}
 
     clock = time.perf_counter()
@@ -396,7 +396,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     clock = time.perf_counter()
     if config.criterion == "sensitivity":
         probe_x, probe_y = data.train_x[:config.sensitivity_images], data.train_y[:config.sensitivity_images]
-        probe = lambda m: evaluate(m, probe_x, probe_y, data.mean, data.std)  # noqa: E731
+        probe = lambda m: evaluate_cnn(m, probe_x, probe_y, data.mean, data.std)  # noqa: E731
         base, drops = sensitivity_drops(model, layers, scores, probe, config.sensitivity_fractions, progress)
         fractions, tolerance = sensitivity_fractions(macs, drops, config.sensitivity_fractions, config.mac_reduction)
         record["sensitivity"] = {"probe_accuracy": base, "fractions_tried": list(config.sensitivity_fractions),
@@ -420,7 +420,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
         atomic_write_json(out / "metrics.json", record)
         atomic_torch_save(engine.state_dict(), out / "masks.pt")
 
-    finetune = train(model, data, config.finetune, masks, progress=progress, description=f"finetune {config.criterion}")
+    finetune = train_cnn(model, data, config.finetune, masks, progress=progress, description=f"finetune {config.criterion}")
     record["finetune"] = finetune
     record["accuracy"]["masked_after_finetune"] = finetune["test_accuracy"]
 

@@ -449,31 +449,31 @@ def _add_cnn_commands(sub) -> None:
 def _cnn_rgp(args: argparse.Namespace) -> int:
     import torch
 
-    from cnn_bridge.experiment import DATASETS, MASKS, RGPRunConfig, check_choice, run_rgp
-    from cnn_bridge.models import build_model, model_spec
+    from cnn_bridge.experiment import IMAGE_DATASETS, MASKS, RGPRunConfig, check_choice, run_rgp
+    from cnn_bridge.models import build_cnn_model, cnn_model_spec
     from cnn_bridge.rgp import RGPConfig, check_groups
-    from cnn_bridge.train import TrainConfig
+    from cnn_bridge.train import CNNTrainConfig
 
     from .data import DataNotFoundError
     from .io import OutputExistsError, check_new_folder
 
     try:
-        model_spec(args.model)
+        cnn_model_spec(args.model)
         check_choice("mask", args.mask, MASKS)
-        check_choice("dataset", args.dataset, DATASETS)
+        check_choice("dataset", args.dataset, IMAGE_DATASETS)
         if args.density is not None:
             rgp = RGPConfig(groups=args.groups, density=args.density, swaps=args.swaps)
         else:
             rgp = RGPConfig.from_degree(args.groups, 16 if args.degree is None else args.degree, swaps=args.swaps)
         config = RGPRunConfig(model=args.model, mask=args.mask, dataset=args.dataset, rgp=rgp,
-                              train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              train=CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                                 weight_decay=args.weight_decay, augment=not args.no_augment,
                                                 seed=args.seed),
                               train_subset=args.train_subset, test_subset=args.test_subset)
         if args.mask != "dense":
-            check_groups(build_model(args.model), args.groups)
+            check_groups(build_cnn_model(args.model), args.groups)
         check_new_folder(args.out)
-        data = DATASETS[args.dataset](args.data_root)
+        data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
     except (ValueError, DataNotFoundError, OutputExistsError) as exc:
         raise UsageError(str(exc)) from None
@@ -533,14 +533,14 @@ def _add_cnn_prune(cnn_sub) -> None:
 def _cnn_prune(args: argparse.Namespace) -> int:
     import torch
 
-    from cnn_bridge.experiment import DATASETS
+    from cnn_bridge.experiment import IMAGE_DATASETS
     from cnn_bridge.prune_flow import PruneRunConfig, run_prune
-    from cnn_bridge.train import TrainConfig
+    from cnn_bridge.train import CNNTrainConfig
 
     from .data import DataNotFoundError
     from .io import OutputExistsError, check_new_folder, safe_torch_load
 
-    training = lambda epochs, lr, seed: TrainConfig(  # noqa: E731
+    training = lambda epochs, lr, seed: CNNTrainConfig(  # noqa: E731
         epochs=epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
         augment=not args.no_augment, seed=seed)
     try:
@@ -552,14 +552,14 @@ def _cnn_prune(args: argparse.Namespace) -> int:
             finetune=training(args.finetune_epochs, args.finetune_lr, args.seed),
             feature_images=args.feature_images, sensitivity_images=args.sensitivity_images,
             latency_repeats=args.latency_repeats, train_subset=args.train_subset, test_subset=args.test_subset)
-        data = DATASETS[args.dataset](args.data_root)
+        data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
         if args.checkpoint is not None:
-            from cnn_bridge.models import build_model
+            from cnn_bridge.models import build_cnn_model
 
             state = safe_torch_load(args.checkpoint)
             try:
-                build_model(args.model, num_classes=data.num_classes,
+                build_cnn_model(args.model, num_classes=data.num_classes,
                             in_channels=data.train_x.shape[1]).load_state_dict(state)
             except (RuntimeError, TypeError, AttributeError) as exc:
                 raise ValueError(f"{args.checkpoint} is not a {args.model} state_dict for {args.dataset}: "

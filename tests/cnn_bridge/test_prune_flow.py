@@ -8,10 +8,10 @@ from cnn_bridge.compact import load_compact, prunable_layers
 from cnn_bridge.counting import count_model
 from cnn_bridge.criteria.sensitivity import fractions_within
 from cnn_bridge.data import load_digits
-from cnn_bridge.models import build_model
+from cnn_bridge.models import build_cnn_model
 from cnn_bridge.prune_flow import (ChannelMasks, MacModel, PruneRunConfig, channel_engine, keep_lowest_pruned,
                                    run_prune, sensitivity_fractions, uniform_fraction_for)
-from cnn_bridge.train import TrainConfig, train
+from cnn_bridge.train import CNNTrainConfig, train_cnn
 
 SHAPE = (3, 32, 32)
 
@@ -30,7 +30,7 @@ def test_keep_lowest_pruned_ties_scores_within_the_tolerance_by_index():
 
 
 def test_mac_model_matches_masked_count_and_bisection_meets_target():
-    model = build_model("resnet20")
+    model = build_cnn_model("resnet20")
     layers = prunable_layers(model, SHAPE)
     macs = MacModel.of(model, layers, SHAPE)
     assert macs.macs() == count_model(model, SHAPE)["macs"]["dense"]
@@ -45,13 +45,13 @@ def test_mac_model_matches_masked_count_and_bisection_meets_target():
 
 
 def test_unreachable_mac_target_says_how_far_it_can_go():
-    model = build_model("resnet20")
+    model = build_cnn_model("resnet20")
     with pytest.raises(ValueError, match="out of reach"):
         uniform_fraction_for(MacModel.of(model, prunable_layers(model, SHAPE), SHAPE), 0.99)
 
 
 def test_sensitivity_fractions_spare_the_sensitive_layer():
-    model = build_model("convnet", in_channels=1)
+    model = build_cnn_model("convnet", in_channels=1)
     layers = prunable_layers(model, (1, 8, 8))
     macs = MacModel.of(model, layers, (1, 8, 8))
     drops = {"conv1": [0.5, 0.6, 0.7], "conv2": [0.0, 0.0, 0.01], "conv3": [0.0, 0.01, 0.02]}
@@ -63,7 +63,7 @@ def test_sensitivity_fractions_spare_the_sensitive_layer():
 
 
 def test_sensitivity_fractions_spread_equal_drops():
-    model = build_model("convnet", in_channels=1)
+    model = build_cnn_model("convnet", in_channels=1)
     macs = MacModel.of(model, prunable_layers(model, (1, 8, 8)), (1, 8, 8))
     drops = {name: [0.0, 0.0, 0.0] for name in ("conv1", "conv2", "conv3")}
     fractions, tolerance = sensitivity_fractions(macs, drops, (0.25, 0.5, 0.75), 0.3)
@@ -74,11 +74,11 @@ def test_sensitivity_fractions_spread_equal_drops():
 
 def test_dead_channels_stay_zero_through_training():
     data = load_digits().subset(200, 50)
-    model = build_model("convnet", in_channels=1)
+    model = build_cnn_model("convnet", in_channels=1)
     layers = prunable_layers(model, (1, 8, 8))
     keep = {layer.conv: torch.arange(model.get_submodule(layer.conv).out_channels) % 2 == 0 for layer in layers}
     masks = ChannelMasks(channel_engine(model, layers, keep), model, layers)
-    train(model, data, TrainConfig(epochs=1, batch_size=50, augment=False), masks, progress=False)
+    train_cnn(model, data, CNNTrainConfig(epochs=1, batch_size=50, augment=False), masks, progress=False)
     for layer in layers:
         dead = ~keep[layer.conv]
         assert model.get_submodule(layer.conv).weight[dead].abs().sum() == 0
@@ -100,8 +100,8 @@ def test_config_rejects_bad_budgets():
 @pytest.mark.parametrize("criterion", ["chip", "central"])
 def test_end_to_end_on_digits(tmp_path, criterion):
     config = PruneRunConfig(model="convnet", dataset="digits", criterion=criterion, mac_reduction=0.5,
-                            pretrain=TrainConfig(epochs=8, lr=0.05, batch_size=64, augment=False),
-                            finetune=TrainConfig(epochs=2, lr=0.01, batch_size=64, augment=False),
+                            pretrain=CNNTrainConfig(epochs=8, lr=0.05, batch_size=64, augment=False),
+                            finetune=CNNTrainConfig(epochs=2, lr=0.01, batch_size=64, augment=False),
                             latency_repeats=2)
     data = load_digits()
     record = run_prune(config, data, tmp_path, progress=False)
@@ -149,7 +149,7 @@ def test_collected_features_are_post_activation_maps():
     from cnn_bridge.prune_flow import collect_features
 
     torch.manual_seed(0)
-    model = build_model("vgg16_bn").eval()
+    model = build_cnn_model("vgg16_bn").eval()
     layers = prunable_layers(model, SHAPE)[:2]
     x = torch.randn(3, *SHAPE)
     features = collect_features(model, layers, [x[:2], x[2:]])
