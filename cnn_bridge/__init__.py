@@ -6,5 +6,6 @@ and ImageNet-shape networks; ``counting`` gives exact parameter and MAC counts; 
 CIFAR-10 (cached) and 8x8 digits; ``train`` and ``experiment`` run one training under fixed masks.
 ``criteria`` scores output channels (``scores = criterion(view)``), ``prune_flow`` masks them to a
 budget and fine-tunes, and ``compact`` removes them physically (torch-pruning dependency graph).
-The package imports gnnprune, never the reverse.
+``cli`` holds the ``gnnprune cnn`` commands. The package imports gnnprune, never the reverse:
+gnnprune's command line reaches ``cli`` only when a ``cnn`` command runs.
 """
