@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
+from cnn_bridge.allocation import MacModel, keep_for_fractions, uniform_fraction_for
+from cnn_bridge.channel_masks import ChannelMasks, channel_engine
 from cnn_bridge.compact import architecture, compact, load_compact, prunable_layers, save_compact
 from cnn_bridge.counting import count_model
 from cnn_bridge.criteria import l1
 from cnn_bridge.models import build_cnn_model
-from cnn_bridge.prune_flow import (ChannelMasks, MacModel, channel_engine, keep_for_fractions, score_layers,
-                                   uniform_fraction_for)
+from cnn_bridge.channel_scores import score_layers
 
 SHAPE = (3, 32, 32)
 
