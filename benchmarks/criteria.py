@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cnn_bridge.criteria import CRITERIA
-from cnn_bridge.models import build_model
+from cnn_bridge.models import build_cnn_model
 from cnn_bridge.prune_flow import PruneRunConfig, run_prune
-from cnn_bridge.train import TrainConfig, train
+from cnn_bridge.train import CNNTrainConfig, train_cnn
 from gnnprune.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from gnnprune.machine import load_average, load_note
 
@@ -152,11 +152,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     bar = tqdm(total=len(args.seeds) * len(args.criteria), desc="criteria runs")
     for seed in args.seeds:
-        training = lambda epochs, lr: TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=lr, seed=seed)  # noqa: E731
+        training = lambda epochs, lr: CNNTrainConfig(epochs=epochs, batch_size=args.batch_size, lr=lr, seed=seed)  # noqa: E731
         subset = data.subset(args.train_subset, args.test_subset, seed=seed)
         torch.manual_seed(seed)
-        model = build_model(args.model, num_classes=subset.num_classes, in_channels=subset.train_x.shape[1])
-        pretrain = train(model, subset, training(args.pretrain_epochs, args.pretrain_lr), description=f"pretrain s{seed}")
+        model = build_cnn_model(args.model, num_classes=subset.num_classes, in_channels=subset.train_x.shape[1])
+        pretrain = train_cnn(model, subset, training(args.pretrain_epochs, args.pretrain_lr), description=f"pretrain s{seed}")
         checkpoint = args.out / f"pretrained-seed-{seed}.pt"
         atomic_torch_save(model.state_dict(), checkpoint)
         for name in args.criteria:

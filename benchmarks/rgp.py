@@ -20,7 +20,7 @@ import torch
 
 from cnn_bridge.experiment import MASKS, RGPRunConfig, run_rgp
 from cnn_bridge.rgp import RGPConfig
-from cnn_bridge.train import TrainConfig
+from cnn_bridge.train import CNNTrainConfig
 from gnnprune.io import atomic_write_bytes, atomic_write_json
 from gnnprune.machine import load_average, load_note
 
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
         for variant in args.variants:
             config = RGPRunConfig(model=args.model, mask=variant, dataset="cifar10",
                                   rgp=RGPConfig(groups=args.groups, density=args.density, swaps=args.swaps),
-                                  train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed),
+                                  train=CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed),
                                   train_subset=args.train_subset, test_subset=args.test_subset)
             record = run_rgp(config, data, progress=True)
             runs.append(record)

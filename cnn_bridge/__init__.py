@@ -4,7 +4,11 @@ CNN weights are sites of the same :class:`gnnprune.masks.MaskEngine` (``adapters
 makes one-shot regular-graph block masks (graphs in ``graphs``); ``models`` are plain-torch CIFAR
 and ImageNet-shape networks; ``counting`` gives exact parameter and MAC counts; ``data`` loads
 CIFAR-10 (cached) and 8x8 digits; ``train`` and ``experiment`` run one training under fixed masks.
-``criteria`` scores output channels (``scores = criterion(view)``), ``prune_flow`` masks them to a
-budget and fine-tunes, and ``compact`` removes them physically (torch-pruning dependency graph).
-The package imports gnnprune, never the reverse.
+``criteria`` scores output channels (``scores = criterion(view)``, applied per layer by
+``channel_scores``); ``allocation`` and ``sensitivity`` choose the channels kept under a budget,
+``channel_masks`` masks them on the engine, ``prune_flow`` runs score -> mask -> fine-tune ->
+compact, ``compact`` removes channels physically (torch-pruning dependency graph) and ``latency``
+times masked against compact models.
+``cli`` holds the ``gnnprune cnn`` commands. The package imports gnnprune, never the reverse:
+gnnprune's command line reaches ``cli`` only when a ``cnn`` command runs.
 """

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 
-from .models import build_model
+from .models import build_cnn_model
 
 _OUT = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 _IN = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
@@ -102,7 +102,7 @@ def architecture(model_name: str, model: nn.Module, layers: list[PrunableLayer],
 
 def rebuild(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
     """An uninitialised-weights model with the config's channel counts (load its state_dict next)."""
-    model = build_model(config["model"], **config["build"])
+    model = build_cnn_model(config["model"], **config["build"])
     keep = {}
     for name, channels in config["channels"].items():
         dense = model.get_submodule(name).out_channels

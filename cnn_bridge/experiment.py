@@ -16,9 +16,9 @@ from gnnprune.masks import MaskEngine
 from .adapters import WeightMasks, weight_mask
 from .counting import count_model
 from .data import ImageData, load_cifar10, load_digits
-from .models import build_model, model_spec
+from .models import build_cnn_model, cnn_model_spec
 from .rgp import LayerGraph, RGPConfig, random_element_masks, records_as_dicts, rgp_masks
-from .train import TrainConfig, train
+from .train import CNNTrainConfig, train_cnn
 
 MaskBuilder = Callable[[nn.Module, MaskEngine, RGPConfig], list[LayerGraph]]
 
@@ -57,7 +57,7 @@ MASKS: dict[str, MaskBuilder] = {
     "random-element": random_element_masks_like_rgp,
 }
 
-DATASETS: dict[str, Callable[[str | os.PathLike | None], ImageData]] = {
+IMAGE_DATASETS: dict[str, Callable[[str | os.PathLike | None], ImageData]] = {
     "cifar10": load_cifar10,
     "digits": lambda data_root=None: load_digits(),
 }
@@ -73,9 +73,9 @@ class RGPRunConfig:
     """Everything one run needs.
 
     Attributes:
-        model: a name in :data:`cnn_bridge.models.MODELS`.
+        model: a name in :data:`cnn_bridge.models.CNN_MODELS`.
         mask: a name in :data:`MASKS`.
-        dataset: a name in :data:`DATASETS`.
+        dataset: a name in :data:`IMAGE_DATASETS`.
         train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
     """
 
@@ -83,14 +83,14 @@ class RGPRunConfig:
     mask: str = "rgp"
     dataset: str = "cifar10"
     rgp: RGPConfig = field(default_factory=RGPConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
     train_subset: int | None = None
     test_subset: int | None = None
 
     def __post_init__(self) -> None:
-        model_spec(self.model)
+        cnn_model_spec(self.model)
         check_choice("mask", self.mask, MASKS)
-        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("dataset", self.dataset, IMAGE_DATASETS)
 
 
 def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None = None,
@@ -105,8 +105,8 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
     seed = config.train.seed
     torch.manual_seed(seed)
     data = data.subset(config.train_subset, config.test_subset, seed=seed)
-    spec = model_spec(config.model)
-    model = build_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
+    spec = cnn_model_spec(config.model)
+    model = build_cnn_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
     engine = MaskEngine()
     start = time.perf_counter()
     layers = MASKS[config.mask](model, engine, replace(config.rgp, seed=seed))
@@ -130,7 +130,7 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         out = Path(out)
         atomic_write_json(out / "metrics.json", record)
         atomic_torch_save(engine.state_dict(), out / "masks.pt")
-    record.update(train(model, data, config.train, masks, progress=progress, description=f"{config.mask} s{seed}"))
+    record.update(train_cnn(model, data, config.train, masks, progress=progress, description=f"{config.mask} s{seed}"))
     record["status"] = "done"
     if out is not None:
         atomic_torch_save(model.state_dict(), out / "model.pt")

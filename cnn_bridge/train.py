@@ -15,7 +15,7 @@ from .data import ImageData, augment, normalise
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class CNNTrainConfig:
     """SGD with Nesterov momentum and a cosine learning rate per step.
 
     Attributes:
@@ -56,7 +56,7 @@ def learning_rate(step: int, total: int, peak: float, warmup: int = 0) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean, std, batch_size: int = 500) -> float:
+def evaluate_cnn(model: nn.Module, images: Tensor, labels: Tensor, mean, std, batch_size: int = 500) -> float:
     """Top-1 accuracy of ``model`` on ``uint8`` images ``[N, C, H, W]``."""
     model.eval()
     correct = 0
@@ -66,8 +66,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean, std, batch_
     return correct / len(labels)
 
 
-def train(model: nn.Module, data: ImageData, config: TrainConfig, masks: WeightMasks | None = None,
-          progress: bool = True, description: str = "train") -> dict:
+def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
+              progress: bool = True, description: str = "train") -> dict:
     """Train ``model`` in place; masked weights are zero from the start and stay zero.
 
     Returns:
@@ -109,7 +109,7 @@ def train(model: nn.Module, data: ImageData, config: TrainConfig, masks: WeightM
     bar.close()
     train_time = time.perf_counter() - start
     start = time.perf_counter()
-    test_accuracy = evaluate(model, data.test_x, data.test_y, data.mean, data.std, config.eval_batch_size)
+    test_accuracy = evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std, config.eval_batch_size)
     eval_time = time.perf_counter() - start
     return {"test_accuracy": test_accuracy, "final_loss": loss_sum / max(seen, 1),
             "train_time_s": train_time, "eval_time_s": eval_time}

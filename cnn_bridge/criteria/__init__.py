@@ -1,7 +1,7 @@
 """Filter-pruning criteria on one protocol: ``scores = criterion(view)``, one float64 score per
 output channel of the :class:`LayerView`'s convolution, low = pruned first. Scores of one layer
 within :data:`TIE_RTOL` of its largest ``|score|`` are ties, broken by channel index (see
-:func:`cnn_bridge.prune_flow.keep_lowest_pruned`).
+:func:`cnn_bridge.allocation.keep_lowest_pruned`).
 
 Data-free: ``l1``, ``clp``, ``fsm``. Data-driven (need ``view.features``): ``hrank``, ``chip``,
 ``central``, ``entropy``. ``sensitivity`` scores within a layer like L1; its per-layer fractions come

@@ -14,33 +14,34 @@ from .vgg import VGG
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class CNNModelSpec:
     """How to build a model and what input it takes (``[C, H, W]``, batch 1 for counting)."""
 
     build: Callable[..., nn.Module]
     input_shape: tuple[int, int, int]
 
 
-MODELS: dict[str, ModelSpec] = {
-    "resnet20": ModelSpec(partial(CifarResNet, 20), (3, 32, 32)),
-    "resnet56": ModelSpec(partial(CifarResNet, 56), (3, 32, 32)),
-    "resnet110": ModelSpec(partial(CifarResNet, 110), (3, 32, 32)),
-    "vgg16_bn": ModelSpec(VGG, (3, 32, 32)),
-    "convnet": ModelSpec(DigitsConvNet, (1, 8, 8)),
-    "resnet50": ModelSpec(ResNet50, (3, 224, 224)),
+CNN_MODELS: dict[str, CNNModelSpec] = {
+    "resnet20": CNNModelSpec(partial(CifarResNet, 20), (3, 32, 32)),
+    "resnet56": CNNModelSpec(partial(CifarResNet, 56), (3, 32, 32)),
+    "resnet110": CNNModelSpec(partial(CifarResNet, 110), (3, 32, 32)),
+    "vgg16_bn": CNNModelSpec(VGG, (3, 32, 32)),
+    "convnet": CNNModelSpec(DigitsConvNet, (1, 8, 8)),
+    "resnet50": CNNModelSpec(ResNet50, (3, 224, 224)),
 }
 
 
-def model_spec(name: str) -> ModelSpec:
+def cnn_model_spec(name: str) -> CNNModelSpec:
     """The spec of a model; ``ValueError`` naming the choices for an unknown name."""
     try:
-        return MODELS[name]
+        return CNN_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(CNN_MODELS)}") from None
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    return model_spec(name).build(**kwargs)
+def build_cnn_model(name: str, **kwargs) -> nn.Module:
+    return cnn_model_spec(name).build(**kwargs)
 
 
-__all__ = ["MODELS", "CifarResNet", "DigitsConvNet", "ModelSpec", "ResNet50", "VGG", "build_model", "model_spec"]
+__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "ResNet50", "VGG", "build_cnn_model",
+           "cnn_model_spec"]

@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
+from cnn_bridge.allocation import MacModel, keep_for_fractions, uniform_fraction_for
+from cnn_bridge.channel_masks import ChannelMasks, channel_engine
 from cnn_bridge.compact import architecture, compact, load_compact, prunable_layers, save_compact
 from cnn_bridge.counting import count_model
 from cnn_bridge.criteria import l1
-from cnn_bridge.models import build_model
-from cnn_bridge.prune_flow import (ChannelMasks, MacModel, channel_engine, keep_for_fractions, score_layers,
-                                   uniform_fraction_for)
+from cnn_bridge.models import build_cnn_model
+from cnn_bridge.channel_scores import score_layers
 
 SHAPE = (3, 32, 32)
 
@@ -19,7 +20,7 @@ def calibrated(name: str) -> nn.Module:
     """A randomly initialised model whose batch norms carry statistics of random inputs, so
     activations are O(1) through all layers (as in a trained model)."""
     torch.manual_seed(0)
-    model = build_model(name)
+    model = build_cnn_model(name)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = None
@@ -60,10 +61,10 @@ def test_compact_equals_masked(name):
 
 
 def test_prunable_layers_of_resnet_are_block_internal():
-    layers = prunable_layers(build_model("resnet20"), SHAPE)
+    layers = prunable_layers(build_cnn_model("resnet20"), SHAPE)
     assert [layer.conv for layer in layers] == [f"layers.{i}.conv1" for i in range(9)]
     assert all(layer.consumers == (layer.conv.replace("conv1", "conv2"),) for layer in layers)
-    vgg = prunable_layers(build_model("vgg16_bn"), SHAPE)
+    vgg = prunable_layers(build_cnn_model("vgg16_bn"), SHAPE)
     assert len(vgg) == 13 and vgg[-1].consumers == ("classifier.0",)
 
 

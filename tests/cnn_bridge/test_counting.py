@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cnn_bridge.counting import count_model, layer_counts
-from cnn_bridge.models import build_model, model_spec
+from cnn_bridge.models import build_cnn_model, cnn_model_spec
 
 
 def test_hand_counted_conv_and_linear():
@@ -27,16 +27,16 @@ def test_grouped_and_strided_conv():
 @pytest.mark.parametrize("name,params,macs", [("resnet56", 0.85e6, 125.49e6), ("vgg16_bn", 14.98e6, 313.73e6),
                                               ("resnet50", 25.56e6, 4.11e9), ("resnet20", 0.27e6, 40.81e6)])
 def test_published_counts_within_one_percent(name, params, macs):
-    counts = count_model(build_model(name), model_spec(name).input_shape)
+    counts = count_model(build_cnn_model(name), cnn_model_spec(name).input_shape)
     assert counts["params"]["dense"] == pytest.approx(params, rel=0.01)
     assert counts["macs"]["dense"] == pytest.approx(macs, rel=0.01)
 
 
 def test_exact_counts():
-    counts = count_model(build_model("resnet56"), (3, 32, 32))
+    counts = count_model(build_cnn_model("resnet56"), (3, 32, 32))
     assert counts["params"]["dense"] == 853018 and counts["macs"]["dense"] == 125485696
 
 
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model 'foo'; choose one of resnet20"):
-        model_spec("foo")
+        cnn_model_spec("foo")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnn_bridge.adapters import weight_mask
-from cnn_bridge.models import build_model
+from cnn_bridge.models import build_cnn_model
 from cnn_bridge.rgp import (RGPConfig, check_groups, layer_degree, prunable_convs, random_element_masks,
                             rgp_masks)
 from gnnprune.masks import MaskEngine, SiteKind
@@ -25,7 +25,7 @@ def test_degree_maps_to_density():
 
 
 def test_resnet20_rgp_masks_at_density_half():
-    model, engine = build_model("resnet20"), MaskEngine()
+    model, engine = build_cnn_model("resnet20"), MaskEngine()
     layers = rgp_masks(model, engine, RGPConfig(groups=64, density=0.5, swaps=200, seed=0))
     names = [name for name, _ in prunable_convs(model)]
     assert len(layers) == 18 and [layer.layer for layer in layers] == names
@@ -43,13 +43,13 @@ def test_rgp_is_deterministic_per_seed():
     masks = []
     for seed in (0, 0, 1):
         engine = MaskEngine()
-        rgp_masks(build_model("resnet20"), engine, RGPConfig(groups=16, density=0.25, swaps=50, seed=seed))
+        rgp_masks(build_cnn_model("resnet20"), engine, RGPConfig(groups=16, density=0.25, swaps=50, seed=seed))
         masks.append(torch.cat([s.mask.flatten() for s in engine]))
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
 
 
 def test_resnet50_mask_generation():
-    model, engine = build_model("resnet50"), MaskEngine()
+    model, engine = build_cnn_model("resnet50"), MaskEngine()
     layers = rgp_masks(model, engine, RGPConfig(groups=64, density=0.25, swaps=20))
     assert len(layers) == 52  # 53 convs (16 blocks x 3 + 4 projections + stem), stem dense
     assert all(layer.n == 64 and layer.k == 16 and layer.density == 0.25 for layer in layers)
@@ -57,11 +57,11 @@ def test_resnet50_mask_generation():
 
 def test_groups_larger_than_channels():
     with pytest.raises(ValueError, match="groups 128 > channels"):
-        check_groups(build_model("resnet20"), 128)
+        check_groups(build_cnn_model("resnet20"), 128)
 
 
 def test_random_element_masks_keep_the_same_count():
-    model, engine = build_model("convnet"), MaskEngine()
+    model, engine = build_cnn_model("convnet"), MaskEngine()
     random_element_masks(model, engine, {"conv2": 2304, "conv3": 100}, seed=0)
     assert engine.site("conv2.weight").live == 2304 and engine.site("conv3.weight").live == 100
     assert engine.site("conv2.weight").kind == SiteKind.WEIGHT

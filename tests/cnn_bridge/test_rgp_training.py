@@ -6,12 +6,12 @@ from cnn_bridge.adapters import WeightMasks
 from cnn_bridge.data import load_digits
 from cnn_bridge.experiment import RGPRunConfig, run_rgp
 from cnn_bridge.rgp import RGPConfig
-from cnn_bridge.train import TrainConfig, learning_rate
+from cnn_bridge.train import CNNTrainConfig, learning_rate
 from gnnprune.cli import main
 from gnnprune.io import safe_torch_load
 from gnnprune.masks import MaskEngine
 
-DIGITS_TRAIN = TrainConfig(epochs=8, batch_size=64, lr=0.05, augment=False)
+DIGITS_TRAIN = CNNTrainConfig(epochs=8, batch_size=64, lr=0.05, augment=False)
 
 
 def test_learning_rate_schedule():
@@ -47,9 +47,9 @@ def test_digits_end_to_end(digits, tmp_path, mask, floor):
 
 
 def _model_with(state):
-    from cnn_bridge.models import build_model
+    from cnn_bridge.models import build_cnn_model
 
-    model = build_model("convnet")
+    model = build_cnn_model("convnet")
     model.load_state_dict(state)
     return model
 
