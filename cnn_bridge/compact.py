@@ -74,7 +74,7 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[Prun
     return layers
 
 
-def compact(model: nn.Module, keep: dict[str, Tensor], input_shape: tuple[int, ...]) -> nn.Module:
+def remove_channels(model: nn.Module, keep: dict[str, Tensor], input_shape: tuple[int, ...]) -> nn.Module:
     """Remove the dead output channels of each prunable convolution, in place.
 
     Args:
@@ -109,7 +109,7 @@ def rebuild(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
         if not 1 <= channels <= dense:
             raise ValueError(f"architecture config: {name} has {channels} channels, must be in [1, {dense}]")
         keep[name] = torch.arange(dense) < channels
-    return compact(model, keep, input_shape)
+    return remove_channels(model, keep, input_shape)
 
 
 def save_compact(folder: str | os.PathLike, model: nn.Module, config: dict) -> None:

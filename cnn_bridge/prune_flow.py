@@ -23,7 +23,7 @@ from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 
 from .allocation import MacModel, keep_for_fractions, uniform_fraction_for
 from .channel_masks import ChannelMasks, channel_engine
-from .compact import architecture, compact, prunable_layers, save_compact
+from .compact import architecture, prunable_layers, remove_channels, save_compact
 from .counting import count_model
 from .data import ImageData, normalise
 from .latency import paired_latency
@@ -159,7 +159,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
 
     clock = time.perf_counter()
     model.eval()
-    small = compact(copy.deepcopy(model), keep, input_shape).eval()
+    small = remove_channels(copy.deepcopy(model), keep, input_shape).eval()
     record["times_s"]["compact"] = time.perf_counter() - clock
     probe = normalise(data.test_x[:64], data.mean, data.std)
     with torch.no_grad():

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnn_bridge.allocation import MacModel, keep_for_fractions, uniform_fraction_for
 from cnn_bridge.channel_masks import ChannelMasks, channel_engine
-from cnn_bridge.compact import architecture, compact, load_compact, prunable_layers, save_compact
+from cnn_bridge.compact import architecture, load_compact, prunable_layers, remove_channels, save_compact
 from cnn_bridge.counting import count_model
 from cnn_bridge.criteria import l1
 from cnn_bridge.models import build_cnn_model
@@ -49,7 +49,7 @@ def test_compact_equals_masked(name):
     model, layers, keep, masks = masked_half_macs(name)
     counts = masks.count(SHAPE)
     assert counts["macs"]["ratio"] <= 0.5
-    small = compact(copy.deepcopy(model), keep, SHAPE).eval()
+    small = remove_channels(copy.deepcopy(model), keep, SHAPE).eval()
     x = torch.randn(8, *SHAPE)
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max() <= 1e-5
@@ -73,7 +73,7 @@ def test_saved_compact_model_rebuilds_without_pickles(tmp_path):
     layers = prunable_layers(model, SHAPE)
     keep = keep_for_fractions(score_layers(model, layers, l1), {layer.conv: 0.5 for layer in layers})
     ChannelMasks(channel_engine(model, layers, keep), model, layers).apply()
-    small = compact(copy.deepcopy(model), keep, SHAPE).eval()
+    small = remove_channels(copy.deepcopy(model), keep, SHAPE).eval()
     save_compact(tmp_path, small, architecture("resnet20", small, layers, num_classes=10))
     state = torch.load(tmp_path / "compact.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())

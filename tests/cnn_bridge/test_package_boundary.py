@@ -20,7 +20,7 @@ print("cnn_bridge.cli" in sys.modules)
 """
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == ["['cnn', 'prune'] []", "True"]
+    assert run.stdout.splitlines() == ["['cnn', 'export', 'predict', 'prune'] []", "True"]
 
 
 def _public_top_level_names(package: str) -> dict[str, str]:
