@@ -166,12 +166,14 @@ def cora_accuracy(model_name: str, setting: tuple[str, float, float, float], see
     status = json.loads(record_path.read_text()).get("status") if record_path.exists() else None
     if status != "done":
         import io
-        from contextlib import redirect_stdout
+        from contextlib import redirect_stderr, redirect_stdout
 
-        with redirect_stdout(io.StringIO()):  # an earlier invocation's unfinished run continues
+        errors = io.StringIO()
+        with redirect_stdout(io.StringIO()), redirect_stderr(errors):  # an unfinished earlier run continues
             code = gnnprune(args + (["--resume"] if status is not None else []))
         if code != 0:
-            return {"unavailable": f"gnnprune prune exited {code}", "command": " ".join(args)}
+            reason = errors.getvalue().strip().splitlines()[-1:] or [f"exited {code}"]
+            return {"unavailable": f"gnnprune prune: {reason[0].split('error: ', 1)[-1]}", "command": " ".join(args)}
     summary = json.loads(record_path.read_text())["summary"]["test"]
     return {"mean": summary["mean"], "std": summary["std"], "n": summary["n"], "command": "python -m gnnprune " + " ".join(args)}
 
