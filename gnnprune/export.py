@@ -286,12 +286,7 @@ def load_exported(folder: str | Path) -> ExportedModel:
     net.separate_units()
     exported = ExportedModel(net, torch.zeros(0, dtype=torch.long), architecture["num_features"])
     path = folder / "model.pt"
-    try:
-        state = safe_torch_load(path)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ExportError(str(exc) if isinstance(exc, ValueError) else f"{path} not found") from None
-    if not isinstance(state, dict):
-        raise ExportError(f"cannot load {path}: expected a state_dict, got {type(state).__name__}")
+    state = _load_dict(path, "a state_dict")
     _check_keys(set(state), set(exported.state_dict()), path)
     shapes = architecture["tensors"]
     for name, tensor in state.items():
@@ -310,12 +305,7 @@ def load_exported(folder: str | Path) -> ExportedModel:
 def load_export_graph(folder: str | Path) -> dict:
     """``graph.pt`` of an export folder: ``{edge_index [2, E], edge_weight [E], num_nodes}``."""
     path = Path(folder) / "graph.pt"
-    try:
-        graph = safe_torch_load(path)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ExportError(str(exc) if isinstance(exc, ValueError) else f"{path} not found") from None
-    if not isinstance(graph, dict):
-        raise ExportError(f"cannot load {path}: expected a dict, got {type(graph).__name__}")
+    graph = _load_dict(path, "a dict")
     _check_keys(set(graph), {"edge_index", "edge_weight", "num_nodes"}, path)
     edge_index, edge_weight = graph["edge_index"], graph["edge_weight"]
     if not torch.is_tensor(edge_index) or edge_index.dim() != 2 or edge_index.size(0) != 2:
@@ -323,6 +313,17 @@ def load_export_graph(folder: str | Path) -> dict:
     if not torch.is_tensor(edge_weight) or edge_weight.shape != (edge_index.size(1),):
         raise ExportError(f"cannot load {path}: key 'edge_weight' is not one weight per column of edge_index")
     return graph
+
+
+def _load_dict(path: Path, what: str) -> dict:
+    """``torch.load(path, weights_only=True)`` of a file that must hold a dict; errors name the file."""
+    try:
+        loaded = safe_torch_load(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ExportError(str(exc) if isinstance(exc, ValueError) else f"{path} not found") from None
+    if not isinstance(loaded, dict):
+        raise ExportError(f"cannot load {path}: expected {what}, got {type(loaded).__name__}")
+    return loaded
 
 
 def _check_keys(found: set[str], expected: set[str], path: Path) -> None:
