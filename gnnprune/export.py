@@ -34,6 +34,7 @@ from .copruning import FEATURES, CoPruner
 from .data import GraphData
 from .graph import DirectedEdges, MaskedGraph
 from .io import atomic_torch_save, atomic_write_json, check_new_folder, safe_torch_load
+from .methods import PruneMethod
 from .metrics import get_evaluator
 from .nn import GraphModel, build_model
 from .unit_spaces import live_units, remove_units, set_tensor, unit_groups
@@ -188,7 +189,7 @@ def export_run(run_dir: str | Path, out: str | Path, seed: int | None = None, *,
     architecture = describe(exported, m.name, constructor, graph, dense)
     architecture.update(
         task=run.data.task, metric=run.data.metric,
-        source={"run": str(Path(run_dir).resolve()), "seed": run.seed, "method": run.config.method,
+        source={"run": str(Path(run_dir).resolve()), "seed": run.seed, "method": PruneMethod(run.config.method).value,
                 "dataset": run.config.dataset, "targets": vars(run.config.targets),
                 "weight_granularity": str(getattr(run.config.weight_granularity, "value", run.config.weight_granularity)),
                 "val": run.metrics.get("val"), "test": run.metrics.get("test"), "data": run.data.describe()},
