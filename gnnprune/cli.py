@@ -257,7 +257,7 @@ def _config_from_args(args: argparse.Namespace):
     from .copruning import PruneTargets, WeightGranularity
     from .masks import WeightDistribution
     from .data import check_dataset_name
-    from .experiment import ExperimentConfig
+    from .config import ExperimentConfig
 
     try:
         check_dataset_name(args.dataset)
