@@ -182,8 +182,9 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     """Train the runs of one job and write ``out/runs/<id>.json`` for each; returns the ids."""
     import torch
 
-    from gnnprune.experiment import build_seed_model, fit_method, measure_fitted
+    from gnnprune.experiment import build_seed_model, fit_method
     from gnnprune.io import atomic_write_json
+    from gnnprune.measure import measure_fitted
     from gnnprune.methods import fit_ugs_levels
 
     if not pending([job], out):  # finished meanwhile (another harness process on the same folder)

@@ -123,7 +123,8 @@ def task_products(spec: str, report: dict, batch_size: int, evaluate_graph: bool
     from gnnprune.copruning import PruneTargets
     from gnnprune.data import load_dataset
     from gnnprune.methods import CGPConfig
-    from gnnprune.minibatch import MiniBatchConfig, MiniBatchCoPruner, MiniBatchRun, NodeBatch
+    from gnnprune.loader import MiniBatchConfig, NodeBatch
+    from gnnprune.minibatch import MiniBatchCoPruner, MiniBatchRun
     from gnnprune.nn import build_model
     from gnnprune.training import TrainConfig, evaluate, make_optimizer
 

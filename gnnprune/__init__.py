@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 #: public name -> the module defining it
 _EXPORTS = {
     "prune": "api", "attach": "api", "PruneResult": "api",
-    "ExperimentConfig": "experiment", "ModelConfig": "experiment",
+    "ExperimentConfig": "config", "ModelConfig": "config",
     "CoPruner": "copruning", "PruneTargets": "copruning", "WeightGranularity": "copruning",
     "EdgeRanking": "copruning", "FeatureScore": "copruning",
     "WeightDistribution": "masks",

@@ -14,9 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import seed_everything
+from .config import ExperimentConfig
 from .copruning import CoPruner, PruneTargets
 from .data import GraphData
-from .experiment import ExperimentConfig, build_seed_model, fit_method, measure_fitted
+from .experiment import build_seed_model, fit_method
+from .measure import measure_fitted
 from .methods import CGP, Dense, OneShot, PruneMethod, RandomMasks
 from .nn import GraphModel
 from .training import Method, TrainingRun

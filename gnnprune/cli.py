@@ -223,7 +223,7 @@ def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
-    from .minibatch import LOADERS
+    from .loader import LOADERS
 
     g = p.add_argument_group("mini-batch training (for graphs too large for full-batch)")
     g.add_argument("--batch-size", type=_int_at_least(2),
@@ -237,7 +237,7 @@ def _add_minibatch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _minibatch_config(args: argparse.Namespace):
-    from .minibatch import MiniBatchConfig
+    from .loader import MiniBatchConfig
 
     return None if args.batch_size is None else MiniBatchConfig(args.batch_size, args.loader, args.fanout)
 
@@ -257,7 +257,7 @@ def _config_from_args(args: argparse.Namespace):
     from .copruning import PruneTargets, WeightGranularity
     from .masks import WeightDistribution
     from .data import check_dataset_name
-    from .experiment import ExperimentConfig
+    from .config import ExperimentConfig
 
     try:
         check_dataset_name(args.dataset)

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from .checkpoint import differing_keys
+from .config import ExperimentConfig
 from .copruning import WEIGHT_PREFIX, CoPruner, PrunerStateError
 from .data import GraphData, load_dataset
-from .experiment import ExperimentConfig, build_pruner
+from .experiment import build_pruner
 from .graph import MaskedGraph
 from .io import safe_torch_load
 from .metrics import get_evaluator

@@ -9,9 +9,10 @@ import torch
 from gnnprune import experiment
 from gnnprune.checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, load_checkpoint, rng_state,
                                  save_checkpoint, set_rng_state)
+from gnnprune.config import ExperimentConfig, ModelConfig
 from gnnprune.copruning import CoPruner, PruneTargets
 from gnnprune.data.synthetic import CSBMConfig, csbm
-from gnnprune.experiment import ExperimentConfig, ModelConfig, ResumeError, plan_resume, run_experiment
+from gnnprune.experiment import ResumeError, plan_resume, run_experiment
 from gnnprune.io import atomic_torch_save, safe_torch_load
 from gnnprune.methods import CGP, CGPConfig, Dense
 from gnnprune.nn import GCN

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from gnnprune.cli import main
+from gnnprune.config import ExperimentConfig
 from gnnprune.copruning import CoPruner, PrunerStateError
 from gnnprune.data.synthetic import CSBMConfig, csbm
-from gnnprune.experiment import ExperimentConfig, build_pruner, fit_method, learns_gates
+from gnnprune.experiment import build_pruner, fit_method, learns_gates
 from gnnprune.methods import CGPConfig, Dense
 from gnnprune.nn import build_model
 from gnnprune.runs import RunFileError, config_from_dict, load_run

@@ -96,7 +96,7 @@ def test_co_pruner_reaches_the_exact_overall_weight_count_along_a_schedule():
 
 def test_ugs_refuses_a_non_uniform_distribution_and_the_cli_passes_erk_through():
     from gnnprune.cli import _config_from_args, build_parser
-    from gnnprune.experiment import ExperimentConfig
+    from gnnprune.config import ExperimentConfig
 
     with pytest.raises(ValueError, match="uniform"):
         ExperimentConfig("cora", method="ugs", targets=PruneTargets(weights=0.5), weight_distribution=ERK)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from gnnprune.cli import main
+from gnnprune.config import ExperimentConfig, ModelConfig
 from gnnprune.copruning import EDGES, FEATURES, CoPruner, PruneTargets, WeightGranularity
-from gnnprune.experiment import ExperimentConfig, ModelConfig, fit_method
+from gnnprune.experiment import fit_method
 from gnnprune.masks import kept_count
 from gnnprune.methods import CGPConfig, UGSConfig, fit_ugs
 from gnnprune.methods import ugs as ugs_module
