@@ -64,6 +64,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
     dense_layers = model.macs(n, data.edges.num_edges, dense_weights)
     pruned_layers = model.macs(n, pruner.kept_edges(), pruner.kept_weights(), pruner.live_units())
     total = lambda layers: sum(layer["transform"] + layer["aggregation"] for layer in layers)  # noqa: E731
+    early_bird = [update["early_bird"] for update in result.updates if "early_bird" in update]
     return {
         "best_epoch": result.best_epoch,
         "val": result.val,
@@ -81,6 +82,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
         "inference_time_s": inference_time(model, pruner),
         "malloc": malloc_note(),  # times depend on it (see gnnprune.machine.MallocMode)
         "mask_updates": result.updates,
+        **({"early_bird": early_bird[-1]} if early_bird else {}),
     }
 
 
