@@ -353,9 +353,11 @@ class CoPruner:
         self.refresh()
         return report
 
-    def would_pick(self, sparsity: PruneTargets, edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
+    def would_pick(self, sparsity: PruneTargets, prune_scores: Mapping[str, Tensor] | None = None,
+                   edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
                    feature_score: FeatureScore = FeatureScore.CONTRIBUTION) -> dict[str, Tensor]:
-        """The keep-masks :meth:`update` (no regrowth) would set now, per part; nothing changes.
+        """The keep-masks :meth:`update` (no regrowth, same arguments) would set now, per part;
+        nothing changes.
 
         Returns:
             ``weights`` (every weight site's mask, flattened and concatenated in site order;
@@ -364,7 +366,7 @@ class CoPruner:
         live = self.engine
         self.engine = MaskEngine.from_state_dict(live.state_dict())
         try:
-            self._update_masks(sparsity, 0.0, None, None, None, edge_ranking, feature_score)
+            self._update_masks(sparsity, 0.0, None, None, prune_scores, edge_ranking, feature_score)
             weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
             return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
                     "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}

@@ -109,9 +109,9 @@ class Method:
         """May the model of this epoch be selected (e.g. only once masks are final)?"""
         return True
 
-    def finished(self, epoch: int) -> bool:
-        """Does the run end after ``epoch``, before ``config.epochs`` (e.g. an early-bird cut
-        shortened it)? The loop stops after the first epoch answered true."""
+    def finished(self, run: "TrainingRun", epoch: int) -> bool:
+        """Does the run end after ``epoch``, before ``config.epochs`` (e.g. an early-bird monitor
+        fired)? Asked after the epoch's step; the loop stops after the first epoch answered true."""
         return False
 
     def on_finish(self, run: "TrainingRun") -> None:
@@ -356,7 +356,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
                     "tensors": [t.detach().clone() for t in _module_tensors(model)],
                     "pruner": copy.deepcopy(pruner.state_dict())}
         bar.set_postfix(loss=f"{step['loss']:.3f}", val=f"{scores['val']:.3f}", refresh=False)
-        last = epoch == config.epochs - 1 or method.finished(epoch)
+        last = method.finished(run, epoch) or epoch == config.epochs - 1
         stop = should_stop is not None and should_stop()
         if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
             on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))

@@ -345,7 +345,7 @@ BAD_INPUT = [
     ("early-bird-threshold>1", ["--method", "oneshot", "--early-bird-threshold", "1.5"],
      "early-bird threshold must be in [0, 1], got 1.5", None),
     ("early-bird-not-oneshot", ["--early-bird-window", "5"],
-     "--early-bird-window / --early-bird-threshold apply to --method oneshot only", None),
+     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),

@@ -77,7 +77,7 @@ class OneShot(Dense):
     def selectable(self, epoch: int) -> bool:
         return epoch >= self.cut_epoch
 
-    def finished(self, epoch: int) -> bool:
+    def finished(self, run, epoch: int) -> bool:
         return epoch >= self.cut_epoch + self.finetune_epochs - 1
 
     def state_dict(self) -> dict:

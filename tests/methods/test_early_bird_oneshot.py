@@ -111,3 +111,36 @@ def test_only_one_flag_takes_the_other_default():
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--method", "oneshot", "--weight-sparsity", "0.5",
                                       "--out", "unused"])
     assert _config_from_args(args).oneshot.early_bird is None
+
+
+def test_a_loose_monitor_ends_every_ugs_round_after_its_second_epoch():
+    from gnnprune.methods import UGSConfig, fit_ugs
+    data = tiny_graph(num_features=10)
+    torch.manual_seed(0)
+    model = GCN(data.num_features, 8, data.num_classes, dropout=0.0)
+    targets = PruneTargets(weights=0.5, edges=0.1, features=0.3)
+    config = UGSConfig(round_epochs=4, early_bird=EarlyBirdConfig(window=2, threshold=1.0))
+    fitted = fit_ugs(model, data, targets, config, TRAIN, progress=False)
+    rounds = fitted.result.updates
+    assert len(rounds) == len(config.schedule(targets))
+    assert fitted.result.epochs_run == 2 * len(rounds) + 4  # rounds stop after epoch 1; the ticket trains 4
+    for entry in rounds:
+        record = entry["early_bird"]
+        assert (record["fired_epoch"], record["dense_epochs"], record["epochs_saved"]) == (1, 4, 2)
+        assert entry["best_epoch"] <= 1
+    assert fitted.pruner.engine.site(EDGES).live == data.edges.num_edges - round(0.1 * data.edges.num_edges)
+
+
+def test_ugs_cli_records_the_epochs_saved_over_all_rounds(tmp_path):
+    spec = "synthetic:num_nodes=200,num_classes=3,num_features=12,num_val=30,num_test=40"
+    out = tmp_path / "run"
+    assert main(["prune", "--dataset", spec, "--method", "ugs", "--weight-sparsity", "0.2", "--edge-sparsity",
+                 "0.05", "--epochs", "4", "--hidden", "8", "--threads", "1", "--no-progress",
+                 "--early-bird-window", "3", "--early-bird-threshold", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
+    assert metrics["config"]["ugs"]["early_bird"] == {"window": 3, "threshold": 1.0}
+    assert metrics["config"]["oneshot"]["early_bird"] is None
+    rounds = metrics["early_bird"]["rounds"]
+    assert len(rounds) == 1 and rounds[0]["fired_epoch"] == 2
+    assert metrics["early_bird"]["epochs_saved"] == 1
+    assert metrics["epochs"] == 3 + 4
