@@ -190,13 +190,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
     g.add_argument("--early-bird-window", type=_int_at_least(2),
-                   help="oneshot: end the dense phase (ugs: each round's mask learning) once the masks the pruning would "
-                        "pick have settled over this many epochs (early-bird tickets; default 5 when "
+                   help="oneshot: end the dense phase (ugs: each round's mask learning) once the masks the pruning "
+                        "would pick have settled over this many epochs (early-bird tickets; default 5 when "
                         "--early-bird-threshold is given; off when neither is)")
     g.add_argument("--early-bird-threshold", type=_non_negative_float,
-                   help="oneshot, ugs: largest fraction of mask entries (per part) that may differ between the newest mask "
-                        "and each older one of the window for the masks to count as settled (default 0.1 when "
-                        "--early-bird-window is given)")
+                   help="oneshot, ugs: largest fraction of mask entries (per part) that may differ between the "
+                        "newest mask and each older one of the window for the masks to count as settled "
+                        "(default 0.1 when --early-bird-window is given)")
     g.add_argument("--ugs-edge-rate", type=_fraction,
                    help=f"ugs: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
     g.add_argument("--ugs-weight-rate", type=_fraction,
@@ -288,7 +288,8 @@ def _config_from_args(args: argparse.Namespace):
             cgp={"prune_start": args.prune_start, "prune_end": args.prune_end, "update_every": args.update_every,
                  "regrow_fraction": args.regrow_fraction, "edge_ranking": args.edge_ranking,
                  "edge_prior": args.edge_prior, "feature_score": args.feature_score},
-            oneshot={"finetune_epochs": args.finetune_epochs, "early_bird": early_bird if args.method == "oneshot" else None},
+            oneshot={"finetune_epochs": args.finetune_epochs,
+                     "early_bird": early_bird if args.method == "oneshot" else None},
             ugs={"edge_rate": args.ugs_edge_rate, "weight_rate": args.ugs_weight_rate,
                  "feature_rate": args.ugs_feature_rate, "edge_l1": args.ugs_l1, "weight_l1": args.ugs_l1,
                  "feature_l1": args.ugs_l1, "early_bird": early_bird if args.method == "ugs" else None},

@@ -6,5 +6,6 @@ from .selection import highest, kept_count, lowest, relative_tolerance, tie_grou
 from .site import Site, SiteKind
 from .updates import SiteUpdate, prune_and_regrow
 
-__all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "Site", "SiteKind", "SiteUpdate", "WeightDistribution", "highest", "kept_count", "kept_per_tensor",
-           "lowest", "mask_distance", "prune_and_regrow", "relative_tolerance", "tie_groups", "tie_order", "tolerant_argmax"]
+__all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "Site", "SiteKind", "SiteUpdate", "WeightDistribution",
+           "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow", "relative_tolerance",
+           "tie_groups", "tie_order", "tolerant_argmax"]

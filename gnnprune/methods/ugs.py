@@ -188,8 +188,8 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     tickets = []
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
-            result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress,
-                                                should_stop)
+            result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config,
+                                                            round_config, progress, should_stop)
             epochs += result.epochs_run
             seconds += result.train_time_s
             rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
