@@ -7,5 +7,5 @@ from .site import Site, SiteKind
 from .updates import SiteUpdate, prune_and_regrow
 
 __all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "Site", "SiteKind", "SiteUpdate", "WeightDistribution",
-           "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow", "relative_tolerance",
-           "tie_groups", "tie_order", "tolerant_argmax"]
+           "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow",
+           "relative_tolerance", "tie_groups", "tie_order", "tolerant_argmax"]
