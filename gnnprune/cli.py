@@ -189,6 +189,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         "ugs and unit: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
+    g.add_argument("--early-bird-window", type=_int_at_least(2),
+                   help="oneshot: end the dense phase (ugs: each round's mask learning) once the masks the pruning "
+                        "would pick have settled over this many epochs (early-bird tickets; default 5 when "
+                        "--early-bird-threshold is given; off when neither is)")
+    g.add_argument("--early-bird-threshold", type=_non_negative_float,
+                   help="oneshot, ugs: largest fraction of mask entries (per part) that may differ between the "
+                        "newest mask and each older one of the window for the masks to count as settled "
+                        "(default 0.1 when --early-bird-window is given)")
     g.add_argument("--ugs-edge-rate", type=_fraction,
                    help=f"ugs: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
     g.add_argument("--ugs-weight-rate", type=_fraction,
@@ -269,6 +277,7 @@ def _config_from_args(args: argparse.Namespace):
                                             epochs=args.epochs, minibatch=_minibatch_config(args),
                                             seeds=args.seeds if args.seeds is not None else (args.seed,), **granularity)
         enum_or_none = lambda kind, value: None if value is None else kind(value)  # noqa: E731
+        early_bird = _early_bird_config(args)
         return config.overridden(
             model={"hidden_channels": args.hidden, "num_layers": args.layers, "dropout": args.dropout,
                    "options": {**config.model.options, **options} if options else None},
@@ -279,13 +288,27 @@ def _config_from_args(args: argparse.Namespace):
             cgp={"prune_start": args.prune_start, "prune_end": args.prune_end, "update_every": args.update_every,
                  "regrow_fraction": args.regrow_fraction, "edge_ranking": args.edge_ranking,
                  "edge_prior": args.edge_prior, "feature_score": args.feature_score},
-            oneshot={"finetune_epochs": args.finetune_epochs},
+            oneshot={"finetune_epochs": args.finetune_epochs,
+                     "early_bird": early_bird if args.method == "oneshot" else None},
             ugs={"edge_rate": args.ugs_edge_rate, "weight_rate": args.ugs_weight_rate,
                  "feature_rate": args.ugs_feature_rate, "edge_l1": args.ugs_l1, "weight_l1": args.ugs_l1,
-                 "feature_l1": args.ugs_l1},
+                 "feature_l1": args.ugs_l1, "early_bird": early_bird if args.method == "ugs" else None},
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _early_bird_config(args: argparse.Namespace):
+    """The early-bird monitor's settings, or ``None`` when neither flag is given."""
+    from .masks import EarlyBirdConfig
+
+    given = {name: value for name, value in (("window", args.early_bird_window),
+                                             ("threshold", args.early_bird_threshold)) if value is not None}
+    if not given:
+        return None
+    if args.method not in ("oneshot", "ugs"):
+        raise ValueError("--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only")
+    return EarlyBirdConfig(**given)
 
 
 def _options(items: list[str]) -> dict:

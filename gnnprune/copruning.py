@@ -348,6 +348,34 @@ class CoPruner:
         """
         if probe is None and regrow_fraction > 0:
             raise ValueError("regrowth needs a probe (gradients of the dead entries)")
+        report = self._update_masks(sparsity, regrow_fraction, probe, optimizer, prune_scores, edge_ranking,
+                                    feature_score)
+        self.refresh()
+        return report
+
+    def would_pick(self, sparsity: PruneTargets, prune_scores: Mapping[str, Tensor] | None = None,
+                   edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
+                   feature_score: FeatureScore = FeatureScore.CONTRIBUTION) -> dict[str, Tensor]:
+        """The keep-masks :meth:`update` (no regrowth, same arguments) would set now, per part;
+        nothing changes.
+
+        Returns:
+            ``weights`` (every weight site's mask, flattened and concatenated in site order;
+            unit sites in unit mode), ``edges`` ``[E]`` and ``features`` ``[F]``, all bool.
+        """
+        live = self.engine
+        self.engine = MaskEngine.from_state_dict(live.state_dict())
+        try:
+            self._update_masks(sparsity, 0.0, None, None, prune_scores, edge_ranking, feature_score)
+            weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
+            return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
+                    "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}
+        finally:
+            self.engine = live
+
+    def _update_masks(self, sparsity, regrow_fraction, probe, optimizer, prune_scores, edge_ranking,
+                      feature_score) -> dict[str, dict[str, int]]:
+        """:meth:`update` on the engine's masks (and revived entries' values), without :meth:`refresh`."""
         scores = dict(prune_scores or {})
         report: dict[str, dict[str, int]] = {}
         feature_scores = scores.get(FEATURES)
@@ -362,7 +390,6 @@ class CoPruner:
             report.update(self._update_units(sparsity.weights, regrow_fraction, probe, optimizer, scores))
         else:
             report.update(self._update_weights(sparsity.weights, regrow_fraction, probe, optimizer, scores))
-        self.refresh()
         return report
 
     def _update_weights(self, sparsity, regrow_fraction, probe, optimizer, scores) -> dict[str, dict[str, int]]:

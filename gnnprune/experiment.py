@@ -44,7 +44,8 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
         return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
-        return train_once(OneShot(targets, prune_epoch=train_config.epochs), model, data, train_config,
+        method = OneShot(targets, prune_epoch=train_config.epochs, early_bird=config.oneshot.early_bird)
+        return train_once(method, model, data, train_config,
                           learn_gates=learns_gates(config), epochs=train_config.epochs + finetune,
                           progress=progress, **layout, **loop)
     hooks = {"dense": Dense, "random": lambda: RandomMasks(targets), "cgp": lambda: CGP(config.cgp, targets)}

@@ -64,6 +64,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
     dense_layers = model.macs(n, data.edges.num_edges, dense_weights)
     pruned_layers = model.macs(n, pruner.kept_edges(), pruner.kept_weights(), pruner.live_units())
     total = lambda layers: sum(layer["transform"] + layer["aggregation"] for layer in layers)  # noqa: E731
+    early_bird = any("early_bird" in update for update in result.updates)
     return {
         "best_epoch": result.best_epoch,
         "val": result.val,
@@ -81,7 +82,16 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
         "inference_time_s": inference_time(model, pruner),
         "malloc": malloc_note(),  # times depend on it (see gnnprune.machine.MallocMode)
         "mask_updates": result.updates,
+        **({"early_bird": _early_bird_summary(result.updates)} if early_bird else {}),
     }
+
+
+def _early_bird_summary(updates: list[dict]) -> dict:
+    """One-shot: its monitor's record; UGS: each round's and the epochs saved over all rounds."""
+    if not any("round" in update for update in updates):
+        return next(update["early_bird"] for update in updates if "early_bird" in update)
+    rounds = [update["early_bird"] for update in updates if "early_bird" in update]
+    return {"epochs_saved": sum(record["epochs_saved"] for record in rounds), "rounds": rounds}
 
 
 @torch.no_grad()

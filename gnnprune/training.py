@@ -109,6 +109,11 @@ class Method:
         """May the model of this epoch be selected (e.g. only once masks are final)?"""
         return True
 
+    def finished(self, run: "TrainingRun", epoch: int) -> bool:
+        """Does the run end after ``epoch``, before ``config.epochs`` (e.g. an early-bird monitor
+        fired)? Asked after the epoch's step; the loop stops after the first epoch answered true."""
+        return False
+
     def on_finish(self, run: "TrainingRun") -> None:
         pass
 
@@ -351,12 +356,14 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
                     "tensors": [t.detach().clone() for t in _module_tensors(model)],
                     "pruner": copy.deepcopy(pruner.state_dict())}
         bar.set_postfix(loss=f"{step['loss']:.3f}", val=f"{scores['val']:.3f}", refresh=False)
-        last = epoch == config.epochs - 1
+        last = method.finished(run, epoch) or epoch == config.epochs - 1
         stop = should_stop is not None and should_stop()
         if on_checkpoint is not None and (last or stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)):
             on_checkpoint(training_state(run, method, history, best, spent + time.perf_counter() - start))
         if stop and not last:
             raise TrainingInterrupted(epoch)
+        if last:
+            break
     method.on_finish(run)
     elapsed = spent + time.perf_counter() - start
     if best is None:
@@ -365,7 +372,7 @@ def train(model: GraphModel, data: GraphData, pruner: CoPruner, method: Method, 
         for tensor, selected in zip(_module_tensors(model), best["tensors"], strict=True):
             tensor.copy_(selected)
     pruner.load_state_dict(best["pruner"])
-    return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, config.epochs,
+    return TrainResult(best["epoch"], best["val"], best["test"], best["train"], elapsed, len(history),
                        history, run.log, best["model"], best["pruner"])
 
 

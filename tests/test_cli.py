@@ -340,6 +340,12 @@ BAD_INPUT = [
     ("feature-gate-lr<0", ["--feature-gate-lr", "-0.1"], "argument --feature-gate-lr: must be a finite number >= 0", None),
     ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
      "weight distribution 'uniform'", None),
+    ("early-bird-window=1", ["--method", "oneshot", "--early-bird-window", "1"],
+     "argument --early-bird-window: must be >= 2, got 1", None),
+    ("early-bird-threshold>1", ["--method", "oneshot", "--early-bird-threshold", "1.5"],
+     "early-bird threshold must be in [0, 1], got 1.5", None),
+    ("early-bird-not-oneshot", ["--early-bird-window", "5"],
+     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -403,7 +409,7 @@ BAD_INPUT += [  # export and predict: the whole command line is given, with --ou
      "cannot load {export}/model.pt: missing key 'net.convs.0.bias'",
      lambda run: _drop_key(run.parent / "export" / "model.pt", "net.convs.0.bias")),
 ]
-BAD_INPUT_CASES = 83
+BAD_INPUT_CASES = 86
 
 
 def _drop_key(path, key):

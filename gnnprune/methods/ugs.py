@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from ..data import GraphData
+from ..masks import EarlyBird, EarlyBirdConfig
 from ..nn import GraphModel
 from ..training import TrainConfig, train
 from .base import Fitted
@@ -37,6 +38,9 @@ class UGSConfig:
             features; ours prunes them like weights so that all methods reach the same targets).
         edge_l1, weight_l1, feature_l1: L1 coefficients on the soft masks (paper: 1e-2).
         round_epochs: training epochs per round and for the final ticket (default: the run's).
+        early_bird: end each round's mask learning once the masks its pruning would pick have
+            settled (:class:`~gnnprune.masks.EarlyBirdConfig`); ``None``: every round trains
+            ``round_epochs``. The ticket's final run always trains in full.
     """
 
     edge_rate: float = 0.05
@@ -46,6 +50,7 @@ class UGSConfig:
     weight_l1: float = 1e-2
     feature_l1: float = 1e-2
     round_epochs: int | None = None
+    early_bird: EarlyBirdConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("edge_rate", "weight_rate", "feature_rate"):
@@ -115,13 +120,35 @@ def detach_weight_masks(model: GraphModel, names: list[str]) -> None:
 
 
 class UGSRound(Dense):
-    """Hooks of one mask-learning round: the L1 penalty on the live soft masks."""
+    """Hooks of one mask-learning round: the L1 penalty on the live soft masks.
+
+    With ``config.early_bird`` and the round's target ``sparsity``, after every epoch an
+    :class:`~gnnprune.masks.EarlyBird` monitor observes the masks the round's pruning would pick
+    then (:meth:`prune_scores`); the round ends after the epoch it fires.
+    """
 
     name = "ugs"
 
-    def __init__(self, config: UGSConfig, weight_masks: dict[str, nn.Parameter]) -> None:
+    def __init__(self, config: UGSConfig, weight_masks: dict[str, nn.Parameter],
+                 sparsity: PruneTargets | None = None) -> None:
         self.config = config
         self.weight_masks = weight_masks
+        self.sparsity = sparsity
+        self.monitor = None if config.early_bird is None or sparsity is None else EarlyBird(config.early_bird)
+
+    def prune_scores(self, pruner: CoPruner) -> dict[str, Tensor]:
+        """Scores the round's pruning ranks by: ``|soft mask|`` of weights, ``|gate|`` of features
+        (edges: their ``|mask|``, the pruner's default)."""
+        scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in self.weight_masks.items()}
+        scores[FEATURES] = pruner.feature_gate.detach().abs()
+        return scores
+
+    def finished(self, run, epoch: int) -> bool:
+        if self.monitor is None:
+            return False
+        masks = run.pruner.would_pick(self.sparsity, prune_scores=self.prune_scores(run.pruner),
+                                      edge_ranking=EdgeRanking.GLOBAL)
+        return self.monitor.observe(epoch, masks)
 
     def penalty(self, run) -> Tensor:
         pruner: CoPruner = run.pruner
@@ -161,12 +188,13 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     tickets = []
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
-            result, report, masks = _mask_round(model, data, initial, masks, sparsity, config, round_config, progress,
-                                                should_stop)
+            result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config,
+                                                            round_config, progress, should_stop)
             epochs += result.epochs_run
             seconds += result.train_time_s
             rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
-                           "val": result.val, "test": result.test, "sites": report})
+                           "val": result.val, "test": result.test, "sites": report,
+                           **({} if early_bird is None else {"early_bird": early_bird})})
         model.load_state_dict(initial)  # rewind, binary masks
         ticket = CoPruner(model, data)
         if masks is not None:
@@ -190,18 +218,18 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     names = list(pruner.weights)
     weight_masks = attach_weight_masks(model, names)
     try:
-        result = train(model, data, pruner, UGSRound(config, weight_masks), round_config, progress=progress,
-                       should_stop=should_stop)
+        method = UGSRound(config, weight_masks, sparsity)
+        result = train(model, data, pruner, method, round_config, progress=progress, should_stop=should_stop)
         model.load_state_dict(_without_computed_weights(model, names, result.model_state))
         pruner.load_state_dict(result.pruner_state)
-        scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in weight_masks.items()}
-        scores[FEATURES] = pruner.feature_gate.detach().abs()
+        scores = method.prune_scores(pruner)
+        early_bird = None if method.monitor is None else method.monitor.record(round_config.epochs)
         # exact ranking, ties by index (gnnprune.masks.lowest): the masks are training results
         report = pruner.update(sparsity, prune_scores=scores,  # edges: by |mask|, the default
                                edge_ranking=EdgeRanking.GLOBAL)
     finally:
         detach_weight_masks(model, names)
-    return result, report, pruner.engine.state_dict()
+    return result, report, pruner.engine.state_dict(), early_bird
 
 
 def _without_computed_weights(model: GraphModel, names: list[str], state: dict) -> dict:
