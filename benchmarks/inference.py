@@ -39,12 +39,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.speed import ARXIV, QUICK, _graph, _interleaved
+from benchmarks.speed import ARXIV, QUICK, _graph, _interleaved, run_in_subprocesses
 from gnnprune.machine import load_average, load_note, malloc_note
 
 MODELS = ("gcn", "appnp", "sgc", "gat", "gcn2")
@@ -221,16 +220,9 @@ def main(argv=None) -> int:
     _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
     tasks = [f"pair:{m}:{s}" for m in models for s in settings]
     tasks += [f"memory:{m}:{v}" for m in models for v in ("dense", *settings)]
-    results = {}
-    for task in tqdm(tasks, desc="inference", file=sys.stderr):
-        cmd = [sys.executable, "-m", "benchmarks.inference", "--task", task, "--threads", str(args.threads),
-               "--rounds", str(args.rounds), "--cache", str(args.cache), "--settings", args.settings,
-               "--models", args.models] + (["--quick"] if args.quick else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            results[task] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-            continue
-        results[task] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_in_subprocesses("benchmarks.inference", tasks, [
+        "--threads", str(args.threads), "--rounds", str(args.rounds), "--cache", str(args.cache),
+        "--settings", args.settings, "--models", args.models] + (["--quick"] if args.quick else []), desc="inference")
     accuracy = {}
     if args.cora_seeds > 0:
         for m in tqdm(models, desc="cora", file=sys.stderr):

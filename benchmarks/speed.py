@@ -303,6 +303,22 @@ def _tasks() -> list[str]:
     return tasks + ["propagation@paired", "propagation@1.0", "propagation@0.2"]
 
 
+def run_in_subprocesses(module: str, tasks: list[str], arguments: list[str], desc: str) -> dict:
+    """``{task: result}``: each task run as ``python -m MODULE --task TASK ARGUMENTS`` in a fresh process
+    (so no task inherits another's allocator state), its result the JSON of its last stdout line;
+    a failed task gives ``{"error": its last stderr line}``."""
+    from tqdm.auto import tqdm
+
+    results = {}
+    for task in tqdm(tasks, desc=desc, file=sys.stderr):
+        proc = subprocess.run([sys.executable, "-m", module, "--task", task, *arguments], capture_output=True, text=True)
+        if proc.returncode != 0:
+            results[task] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            continue
+        results[task] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results/speed"))
@@ -324,22 +340,13 @@ def main(argv=None) -> int:
         print(json.dumps(_run_task(args)))
         return 0
 
-    from tqdm.auto import tqdm
-
     from gnnprune.io import atomic_write_bytes, atomic_write_json
 
     load = load_average()
     _graph(args.cache, args.quick)  # generate once, outside the timed subprocesses
-    results = {}
-    for task in tqdm(tasks, desc="speed"):
-        cmd = ([sys.executable, "-m", "benchmarks.speed", "--task", task, "--threads", str(args.threads),
-                "--repeats", str(args.repeats), "--cache", str(args.cache), "--run-epochs", str(args.run_epochs)]
-               + (["--quick"] if args.quick else []))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            results[task] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-            continue
-        results[task] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_in_subprocesses("benchmarks.speed", tasks, [
+        "--threads", str(args.threads), "--repeats", str(args.repeats), "--cache", str(args.cache),
+        "--run-epochs", str(args.run_epochs)] + (["--quick"] if args.quick else []), desc="speed")
     report = summarize(results, args)
     report["load_average_at_start"] = load
     args.out.mkdir(parents=True, exist_ok=True)
