@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from cnn_bridge.models import CifarResNet, PlainCifarNet, build_cnn_model
+from cnn_bridge.rmnet import block_statistics, resnet_to_plain
+
+
+def _randomise_batch_norms(model, generator):
+    """Running statistics of random images (train-mode passes), then random affine parameters."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    model.train()
+    with torch.no_grad():
+        for module in norms:
+            module.momentum = None  # cumulative average
+        for _ in range(2):
+            model(torch.randn(8, 3, 32, 32, generator=generator) * 2 + 0.5)
+        for module in norms:
+            c = module.num_features
+            module.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+            module.bias.copy_(torch.randn(c, generator=generator) * 0.2)
+    model.eval()
+
+
+@pytest.mark.parametrize("depth", [20, 56])
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_plain_network_equals_resnet_in_eval_mode(depth, calibrated):
+    generator = torch.Generator().manual_seed(depth)
+    torch.manual_seed(depth)
+    resnet = CifarResNet(depth, num_classes=10)
+    _randomise_batch_norms(resnet, generator)
+    resnet.eval()
+    x = torch.randn(6, 3, 32, 32, generator=generator)
+    calibration = [torch.randn(8, 3, 32, 32, generator=generator)] if calibrated else None
+    plain = resnet_to_plain(resnet, calibration)
+    assert isinstance(plain, PlainCifarNet) and not plain.training
+    with torch.no_grad():
+        expected, got = resnet(x), plain(x)
+    assert expected.abs().max() > 0.1 and expected.std(0).max() > 1e-3  # outputs depend on the input
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == depth - 1  # same depth, no shortcut modules
+
+
+def test_plain_network_is_exact_in_float64():
+    generator = torch.Generator().manual_seed(3)
+    resnet = CifarResNet(20)
+    _randomise_batch_norms(resnet, generator)
+    resnet = resnet.double().eval()
+    x = torch.randn(4, 3, 32, 32, generator=generator, dtype=torch.float64)
+    plain = resnet_to_plain(resnet, [x])
+    with torch.no_grad():
+        assert torch.allclose(plain(x), resnet(x), atol=1e-11, rtol=0)
+
+
+def test_plain_network_state_dict_loads_into_registered_model():
+    resnet = build_cnn_model("resnet20").eval()
+    plain = resnet_to_plain(resnet)
+    build_cnn_model("rmnet20").load_state_dict(plain.state_dict())
+    block = plain.layers[3]  # first block of stage 2: 16 -> 32 channels at stride 2
+    assert block.conv1.weight.shape == (48, 16, 3, 3) and block.conv2.weight.shape == (32, 48, 3, 3)
+
+
+def test_downsampling_block_carries_zero_padded_input():
+    resnet = CifarResNet(20).eval()
+    plain = resnet_to_plain(resnet)
+    carried = plain.layers[3].conv2.weight[:, 32:]  # [32 out, 16 carried]: rows 8..23 are the identity
+    expected = torch.zeros(32, 16, 3, 3)
+    expected[torch.arange(16) + 8, torch.arange(16), 1, 1] = 1
+    assert torch.equal(carried, expected)
+
+
+def test_calibration_statistics_are_those_of_block_inputs():
+    torch.manual_seed(0)
+    resnet = CifarResNet(20).eval()
+    x = torch.randn(4, 3, 32, 32)
+    stats = block_statistics(resnet, [x])
+    with torch.no_grad():
+        stem = torch.relu(resnet.bn1(resnet.conv1(x)))
+    mean, var = stats[0]["input"]
+    assert torch.allclose(mean, stem.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(var, stem.var((0, 2, 3), unbiased=False), atol=1e-6)
+    plain = resnet_to_plain(resnet, [x])
+    assert torch.allclose(plain.layers[0].bn1.running_mean[16:], mean)
+
+
+def test_rejects_other_models():
+    with pytest.raises(TypeError, match="CifarResNet"):
+        resnet_to_plain(build_cnn_model("vgg16_bn"))
