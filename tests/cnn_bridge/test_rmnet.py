@@ -86,3 +86,39 @@ def test_calibration_statistics_are_those_of_block_inputs():
 def test_rejects_other_models():
     with pytest.raises(TypeError, match="CifarResNet"):
         resnet_to_plain(build_cnn_model("vgg16_bn"))
+
+
+def test_every_convolution_of_the_plain_network_is_prunable_and_compacts_exactly(tmp_path):
+    import copy
+
+    from cnn_bridge.allocation import MacModel, keep_for_fractions, uniform_fraction_for
+    from cnn_bridge.channel_masks import ChannelMasks, channel_engine
+    from cnn_bridge.channel_scores import score_layers
+    from cnn_bridge.compact import architecture, load_compact, prunable_layers, remove_channels, save_compact
+    from cnn_bridge.counting import count_model
+    from cnn_bridge.criteria import l1
+
+    shape = (3, 32, 32)
+    generator = torch.Generator().manual_seed(7)
+    resnet = CifarResNet(20)
+    _randomise_batch_norms(resnet, generator)
+    plain = resnet_to_plain(resnet, [torch.randn(8, *shape, generator=generator)])
+    layers = prunable_layers(plain, shape)
+    convs = [name for name, m in plain.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [layer.conv for layer in layers] == convs  # all 19, block outputs included
+    fraction = uniform_fraction_for(MacModel.of(plain, layers, shape), 0.5)
+    keep = keep_for_fractions(score_layers(plain, layers, l1), {layer.conv: fraction for layer in layers})
+    masks = ChannelMasks(channel_engine(plain, layers, keep), plain, layers)
+    masks.apply()
+    counts = masks.count(shape)
+    assert counts["macs"]["ratio"] <= 0.5
+    small = remove_channels(copy.deepcopy(plain), keep, shape).eval()
+    x = torch.randn(8, *shape, generator=generator)
+    with torch.no_grad():
+        assert (small(x) - plain(x)).abs().max() <= 1e-5
+    assert count_model(small, shape)["macs"]["dense"] == counts["macs"]["pruned"]
+    assert small.layers[2].conv2.out_channels == int(keep["layers.2.conv2"].sum()) < 16
+    save_compact(tmp_path, small, architecture("rmnet20", small, layers))
+    loaded = load_compact(tmp_path, shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))
