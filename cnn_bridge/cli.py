@@ -1,5 +1,6 @@
-"""The ``gnnprune cnn`` commands: ``rgp`` (train under one-shot regular-graph block masks) and
-``prune`` (structured filter pruning, fine-tuning, compaction).
+"""The ``gnnprune cnn`` commands: ``rgp`` (train under one-shot regular-graph block masks),
+``prune`` (structured filter pruning, fine-tuning, compaction), ``rmnet`` (ResNet -> plain network)
+and ``analyse`` (layer modularity, CKA / GBS similarity, ReLU gating complexity).
 
 :func:`gnnprune.cli.build_parser` makes the ``cnn`` parser and calls :func:`add_commands` only when
 the command line asks for ``cnn`` (or the whole parser is built), so ``gnnprune prune`` never imports
@@ -35,6 +36,8 @@ def add_commands(cnn: argparse.ArgumentParser) -> None:
     cnn_sub = cnn.add_subparsers(dest="cnn_command", required=True, parser_class=_Parser)
     _add_rgp(cnn_sub)
     _add_prune(cnn_sub)
+    _add_rmnet(cnn_sub)
+    _add_analyse(cnn_sub)
 
 
 def _add_rgp(cnn_sub) -> None:
@@ -197,4 +200,152 @@ def _prune_command(args: argparse.Namespace) -> int:
           f"{record['compact_max_abs_diff']:.2e}; batch-64 latency masked {lat['batch_64']['masked'] * 1e3:.1f} ms, "
           f"compact {lat['batch_64']['compact'] * 1e3:.1f} ms ({lat['batch_64']['speedup']:.2f}x)")
     print(f"wrote {args.out}/metrics.json")
+    return 0
+
+
+def _load_model(name: str, checkpoint: Path, data) -> "torch.nn.Module":
+    """``name`` built for ``data`` with the state_dict in ``checkpoint`` (``ValueError`` naming the file)."""
+    from gnnprune.io import safe_torch_load
+
+    from .models import build_cnn_model
+
+    state = safe_torch_load(checkpoint)
+    model = build_cnn_model(name, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{checkpoint} is not a {name} state_dict for {data.name}: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def _add_rmnet(cnn_sub) -> None:
+    p = cnn_sub.add_parser("rmnet", help="convert a CIFAR ResNet into the plain network computing the same function",
+                           description=(
+                               "RMNet: remove the residual connections of a CIFAR ResNet exactly. Each block's first "
+                               "convolution gets C_in Dirac filters that carry the block input through its middle "
+                               "layer, the shortcut (identity or subsample + zero padding) becomes centre-tap kernels "
+                               "of the second convolution, and batch norms pass the carried channels through with "
+                               "statistics measured on training images. Writes OUT/model.pt (state_dict of "
+                               "rmnetN, usable as 'cnn prune --model rmnetN --checkpoint OUT/model.pt', where every "
+                               "convolution is prunable) and OUT/metrics.json (max |difference| and accuracy of "
+                               "both networks on test images, params and MACs)."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet20", help="resnet20, resnet56 or resnet110")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="the ResNet's state_dict")
+    p.add_argument("--calibration-images", type=_positive_int, default=512,
+                   help="training images whose statistics the pass-through batch norms get")
+    p.add_argument("--check-images", type=_positive_int, default=1000,
+                   help="test images both networks are compared on")
+    _add_run_arguments(p, threads_help="torch CPU threads")
+    p.set_defaults(cnn_handler=_rmnet_command)
+
+
+def _rmnet_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from gnnprune.data import DataNotFoundError
+    from gnnprune.io import OutputExistsError, atomic_torch_save, atomic_write_json, check_new_folder
+
+    from .counting import count_model
+    from .data import normalise
+    from .experiment import IMAGE_DATASETS, check_choice
+    from .rmnet import PLAIN_MODELS, resnet_to_plain
+    from .train import evaluate_cnn
+
+    try:
+        check_choice("model", args.model, PLAIN_MODELS)
+        check_choice("dataset", args.dataset, IMAGE_DATASETS)
+        data = IMAGE_DATASETS[args.dataset](args.data_root).subset(args.train_subset, args.test_subset, seed=args.seed)
+        resnet = _load_model(args.model, args.checkpoint, data)
+        check_new_folder(args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}") from None
+    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    calibration = normalise(data.train_x[:args.calibration_images], data.mean, data.std)
+    plain = resnet_to_plain(resnet, calibration.split(128))
+    probe_x, probe_y = data.test_x[:args.check_images], data.test_y[:args.check_images]
+    with torch.no_grad():
+        diff = max(float((plain(x) - resnet(x)).abs().max())
+                   for x in normalise(probe_x, data.mean, data.std).split(250))
+    shape = tuple(data.train_x.shape[1:])
+    counts = {name: {"params": c["params"]["dense"], "macs": c["macs"]["dense"]}
+              for name, c in (("resnet", count_model(resnet, shape)), ("plain", count_model(plain, shape)))}
+    record = {"model": args.model, "plain_model": PLAIN_MODELS[args.model], "checkpoint": str(args.checkpoint),
+              "data": data.name, "calibration_images": len(calibration), "check_images": len(probe_x),
+              "max_abs_diff": diff,
+              "accuracy": {"resnet": evaluate_cnn(resnet, probe_x, probe_y, data.mean, data.std),
+                           "plain": evaluate_cnn(plain, probe_x, probe_y, data.mean, data.std)},
+              "counts": counts}
+    atomic_torch_save(plain.state_dict(), args.out / "model.pt")
+    atomic_write_json(args.out / "metrics.json", record)
+    print(f"{args.model} -> {record['plain_model']}: max |difference| {diff:.2e} on {len(probe_x)} test images; "
+          f"accuracy {record['accuracy']['resnet']:.4f} / {record['accuracy']['plain']:.4f}; MACs "
+          f"{counts['resnet']['macs']} -> {counts['plain']['macs']}")
+    print(f"wrote {args.out}/model.pt")
+    return 0
+
+
+def _add_analyse(cnn_sub) -> None:
+    p = cnn_sub.add_parser("analyse", help="layer modularity, CKA / GBS similarity and ReLU gating complexity",
+                           description=(
+                               "On a batch of test images: the class modularity of the stem's and every block's "
+                               "outputs (cosine k-NN graph, Newman modularity against the true classes), the linear "
+                               "CKA and graph-based similarity (GBS) matrices between those layers, and the entropy "
+                               "of every ReLU layer's gating states with their information about input and label "
+                               "(docs/cnn.md). Writes OUT/analysis.json and heat maps OUT/modularity.png, OUT/cka.png, "
+                               "OUT/gbs.png, OUT/complexity.png."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet20", help="a CIFAR ResNet (resnet20, ...) or its plain net (rmnet20, ...)")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="the model's state_dict")
+    source.add_argument("--compact", type=Path, help="a 'cnn prune' run folder: analyse its compact model")
+    p.add_argument("--images", type=_int_at_least(4), default=500, help="test images analysed (class-stratified)")
+    p.add_argument("--k", type=_positive_int, default=3, help="neighbours per image in the modularity graph")
+    _add_run_arguments(p, threads_help="torch CPU threads")
+    p.set_defaults(cnn_handler=_analyse_command)
+
+
+def _analyse_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from gnnprune.data import DataNotFoundError
+    from gnnprune.io import OutputExistsError, atomic_write_json, check_new_folder
+
+    from .compact import load_compact
+    from .data import normalise
+    from .experiment import IMAGE_DATASETS, check_choice
+    from .layer_analysis import ANALYSABLE, analyse, plot_analysis
+
+    try:
+        check_choice("model", args.model, ANALYSABLE)
+        check_choice("dataset", args.dataset, IMAGE_DATASETS)
+        data = IMAGE_DATASETS[args.dataset](args.data_root).subset(args.train_subset, args.test_subset, seed=args.seed)
+        if args.images > len(data.test_y):
+            raise ValueError(f"--images {args.images} exceeds the {len(data.test_y)} test images")
+        if args.k >= args.images:
+            raise ValueError(f"--k {args.k} must be below --images {args.images}")
+        if args.checkpoint is not None:
+            model = _load_model(args.model, args.checkpoint, data)
+        else:
+            model = load_compact(args.compact, tuple(data.train_x.shape[1:]))
+        check_new_folder(args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}") from None
+    except (ValueError, TypeError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    picked = data.subset(None, args.images, seed=args.seed)
+    images = normalise(picked.test_x, data.mean, data.std)
+    report = analyse(model, images, picked.test_y, k=args.k)
+    report.update({"model": args.model, "source": str(args.checkpoint or args.compact), "data": data.name})
+    atomic_write_json(args.out / "analysis.json", report)
+    plot_analysis(report, args.out)
+    print("modularity " + " ".join(f"{q:.4f}" for q in report["modularity"]))
+    print(f"wrote {args.out}/analysis.json and heat maps")
     return 0

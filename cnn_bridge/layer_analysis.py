@@ -54,6 +54,10 @@ from .models.resnet_cifar import CifarResNet
 from .models.rmnet_cifar import PlainCifarNet
 
 
+#: Models :func:`block_outputs` reads (CIFAR ResNets and their plain nets).
+ANALYSABLE = ("resnet20", "resnet56", "resnet110", "rmnet20", "rmnet56", "rmnet110")
+
+
 def _cosine(features: Tensor, eps: float = 1e-8) -> Tensor:
     unit = features / features.norm(dim=1, keepdim=True).clamp_min(eps)
     return unit @ unit.T
@@ -217,3 +221,49 @@ def analyse(model: nn.Module, images: Tensor, labels: Tensor, k: int = 3) -> dic
         "complexity": [{"layer": name, **gating_complexity(s, labels)} for name, s in zip(relu_names, states)],
         "images": int(images.shape[0]), "k": k,
     }
+
+
+def plot_analysis(report: dict, folder) -> None:
+    """Write ``modularity.png`` (curve), ``cka.png`` and ``gbs.png`` (heat maps) and ``complexity.png``
+    (gating entropy and label information per ReLU layer) into ``folder``."""
+    import io
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gnnprune.io import atomic_write_bytes
+
+    def save(fig, name: str) -> None:
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        atomic_write_bytes(Path(folder) / name, buffer.getvalue())
+
+    layers = report["layers"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(layers)), report["modularity"], marker="o")
+    ax.set_xticks(range(len(layers)), layers, rotation=60, fontsize=7)
+    ax.set_ylabel(f"class modularity Q (k={report['k']})")
+    save(fig, "modularity.png")
+    for key, title in (("cka", "linear CKA"), ("gbs", "GBS")):
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        image = ax.imshow(report[key], vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(layers)), layers, fontsize=6)
+        ax.set_title(f"{title} between layers ({report['images']} test images)")
+        fig.colorbar(image)
+        save(fig, f"{key}.png")
+    rows = report["complexity"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    xs = range(len(rows))
+    ax.plot(xs, [r["entropy_bits"] for r in rows], marker="o", label="H(gating) plug-in")
+    ax.plot(xs, [r["label_information_bits"] for r in rows], marker="s", label="I(gating; label) plug-in")
+    ax.axhline(rows[0]["entropy_ceiling_bits"], color="grey", linestyle="--", label="log2 N")
+    ax.set_xticks(list(xs), [r["layer"] for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("bits")
+    ax.legend(fontsize=7)
+    save(fig, "complexity.png")

@@ -39,6 +39,10 @@ from .models.resnet_cifar import BasicBlock, CifarResNet
 from .models.rmnet_cifar import PlainCifarNet
 
 
+#: The plain model (in :data:`cnn_bridge.models.CNN_MODELS`) each ResNet converts into.
+PLAIN_MODELS = {"resnet20": "rmnet20", "resnet56": "rmnet56", "resnet110": "rmnet110"}
+
+
 def _block_depth(resnet: CifarResNet) -> int:
     return 6 * (len(resnet.layers) // 3) + 2
 

@@ -103,3 +103,22 @@ def test_analyse_resnet_reports_every_layer():
         assert torch.allclose(matrix.diagonal(), torch.ones(10, dtype=matrix.dtype), atol=1e-9)
     assert [c["layer"] for c in report["complexity"]][:3] == ["stem", "block1.inner", "block1.out"]
     assert len(report["complexity"]) == 19
+
+
+def test_cli_analyse_writes_json_and_heat_maps(tmp_path, capsys):
+    import json
+
+    from gnnprune.cli import main
+
+    torch.manual_seed(0)
+    model = CifarResNet(20, num_classes=10, in_channels=1)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    out = tmp_path / "analysis"
+    assert main(["cnn", "analyse", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(tmp_path / "m.pt"),
+                 "--images", "50", "--no-progress", "--out", str(out)]) == 0
+    report = json.loads((out / "analysis.json").read_text())
+    assert len(report["modularity"]) == 10 and report["images"] == 50
+    assert {"modularity.png", "cka.png", "gbs.png", "complexity.png"} <= {p.name for p in out.iterdir()}
+    code = main(["cnn", "analyse", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(tmp_path / "m.pt"),
+                 "--images", "50", "--k", "50", "--out", str(tmp_path / "other")])
+    assert code == 2 and "--k 50 must be below --images 50" in capsys.readouterr().err

@@ -122,3 +122,65 @@ def test_every_convolution_of_the_plain_network_is_prunable_and_compacts_exactly
     loaded = load_compact(tmp_path, shape)
     with torch.no_grad():
         assert torch.equal(loaded(x), small(x))
+
+
+def _digits_resnet(tmp_path):
+    from cnn_bridge.data import load_digits
+
+    data = load_digits()
+    torch.manual_seed(0)
+    model = build_cnn_model("resnet20", num_classes=data.num_classes, in_channels=1)
+    _randomise_batch_norms_1ch(model)
+    path = tmp_path / "resnet.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _randomise_batch_norms_1ch(model):
+    model.train()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None
+        model(torch.randn(16, 1, 8, 8))
+    model.eval()
+
+
+def test_cli_rmnet_then_prune_every_channel(tmp_path, capsys):
+    import json
+
+    from gnnprune.cli import main
+
+    checkpoint = _digits_resnet(tmp_path)
+    out = tmp_path / "plain"
+    assert main(["cnn", "rmnet", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(checkpoint),
+                 "--calibration-images", "64", "--check-images", "100", "--no-progress", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["plain_model"] == "rmnet20" and record["max_abs_diff"] <= 1e-5
+    assert record["accuracy"]["plain"] == record["accuracy"]["resnet"]
+    assert record["counts"]["plain"]["macs"] > record["counts"]["resnet"]["macs"]
+    run = tmp_path / "pruned"
+    assert main(["cnn", "prune", "--model", "rmnet20", "--dataset", "digits", "--checkpoint", str(out / "model.pt"),
+                 "--fraction", "0.5", "--finetune-epochs", "1", "--no-augment", "--latency-repeats", "1",
+                 "--no-progress", "--out", str(run)]) == 0
+    pruned = json.loads((run / "metrics.json").read_text())
+    assert len(pruned["layers"]) == 19 and all(layer["kept"] < layer["channels"] for layer in pruned["layers"])
+    assert pruned["compact_max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "vgg16_bn"], "unknown model 'vgg16_bn'; choose one of resnet20"),
+    (["--checkpoint", "{tmp}/missing.pt"], "missing.pt"),
+    (["--model", "resnet56"], "is not a resnet56 state_dict"),
+])
+def test_cli_rmnet_bad_input_exits_2(tmp_path, capsys, argv, message):
+    from gnnprune.cli import main
+
+    checkpoint = _digits_resnet(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = main(["cnn", "rmnet", "--dataset", "digits", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 *argv])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()
