@@ -198,9 +198,9 @@ def main(argv=None) -> int:
         if args.rm:
             variants.append((ALL_CHANNELS, *rm_variant(model, subset, args, seed)))
         for name in args.criteria:
-            for variant, model_name, start, reduction in variants:
+            for variant, model_name, source, reduction in variants:
                 config = PruneRunConfig(model=model_name, criterion=name, mac_reduction=reduction,
-                                        checkpoint=str(start), finetune=training(args.finetune_epochs, args.finetune_lr),
+                                        checkpoint=str(source), finetune=training(args.finetune_epochs, args.finetune_lr),
                                         feature_images=args.feature_images, sensitivity_images=args.sensitivity_images,
                                         latency_repeats=args.latency_repeats, train_subset=args.train_subset,
                                         test_subset=args.test_subset)

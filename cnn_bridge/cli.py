@@ -124,7 +124,9 @@ def _add_prune(cnn_sub) -> None:
                                "/ compact, params and MACs, CPU latency at batch 1 and 64 of masked and compact "
                                "models), OUT/masks.pt, OUT/compact.pt (state_dict) and OUT/architecture.json."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="resnet56", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
+    p.add_argument("--model", default="resnet56",
+                   help="resnet20, resnet56, resnet110, rmnet20, rmnet56, rmnet110 (plain nets of 'cnn rmnet'), "
+                        "vgg16_bn, convnet")
     p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--criterion", default="l1", help=", ".join(CRITERIA))
     budget = p.add_mutually_exclusive_group()
