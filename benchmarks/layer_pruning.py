@@ -10,7 +10,7 @@ params and batch-64 CPU latency (alternated with the dense model) are recorded. 
 OUT/layer-pruning.json and OUT/layer-pruning.md.
 
     python benchmarks/layer_pruning.py --model resnet20 --remove 3 --checkpoints results/rmnet/criteria/pretrained-seed-{seed}.pt \\
-        --train-subset 3000 --test-subset 1000 --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
+        --train-subset 2000 --test-subset 1000 --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-subset", type=int, default=3000)
+    p.add_argument("--train-subset", type=int, default=2000)
     p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--analysis-images", type=int, default=500)
     p.add_argument("--k", type=int, default=3)
