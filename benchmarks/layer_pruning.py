@@ -9,8 +9,8 @@ removed from two copies, each copy is fine-tuned with the same budget, and accur
 params and batch-64 CPU latency (alternated with the dense model) are recorded. Writes
 OUT/layer-pruning.json and OUT/layer-pruning.md.
 
-    python benchmarks/layer_pruning.py --model resnet20 --remove 3 --checkpoints results/rmnet/criteria/pretrained-seed-{seed}.pt \\
-        --train-subset 2000 --test-subset 1000 --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
+    python benchmarks/layer_pruning.py --model resnet20 --remove 3 \\
+        --checkpoints results/rmnet/criteria/pretrained-seed-{seed}.pt --train-subset 2000 --test-subset 1000 --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from cnn_bridge.counting import count_model
 from cnn_bridge.data import normalise
 from cnn_bridge.latency import paired_latency
 from cnn_bridge.layer_analysis import block_outputs, knn_graph, modularity
-from cnn_bridge.layer_pruning import modularity_guided_blocks, random_blocks, remove_blocks, removable_blocks, weight_depth
+from cnn_bridge.layer_pruning import (modularity_guided_blocks, random_blocks, remove_blocks, removable_blocks,
+                                      weight_depth)
 from cnn_bridge.models import build_cnn_model
 from cnn_bridge.train import CNNTrainConfig, evaluate_cnn, train_cnn
 from gnnprune.io import atomic_write_bytes, atomic_write_json, safe_torch_load

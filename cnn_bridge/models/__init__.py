@@ -47,5 +47,5 @@ def build_cnn_model(name: str, **kwargs) -> nn.Module:
     return cnn_model_spec(name).build(**kwargs)
 
 
-__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "PlainCifarNet", "ResNet50", "VGG", "build_cnn_model",
-           "cnn_model_spec"]
+__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "PlainCifarNet", "ResNet50", "VGG",
+           "build_cnn_model", "cnn_model_spec"]
