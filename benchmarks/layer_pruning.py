@@ -10,7 +10,8 @@ params and batch-64 CPU latency (alternated with the dense model) are recorded. 
 OUT/layer-pruning.json and OUT/layer-pruning.md.
 
     python benchmarks/layer_pruning.py --model resnet20 --remove 3 \\
-        --checkpoints results/rmnet/criteria/pretrained-seed-{seed}.pt --train-subset 2000 --test-subset 1000 --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
+        --checkpoints results/rmnet/criteria/pretrained-seed-{seed}.pt --train-subset 2000 --test-subset 1000 \\
+        --seeds 0,1,2 --threads 1 --out results/rmnet/layer-pruning
 """
 from __future__ import annotations
 
