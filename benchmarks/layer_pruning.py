@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints", help="dense state_dict per seed, '{seed}' in the path (else trained here)")
     p.add_argument("--pretrain-epochs", type=int, default=5)
     p.add_argument("--pretrain-lr", type=float, default=0.05)
-    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--finetune-epochs", type=int, default=1, help="0: no fine-tuning (accuracy right after removal)")
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-subset", type=int, default=2000)
@@ -95,11 +95,14 @@ def run_seed(args: argparse.Namespace, data, seed: int) -> dict:
     for rule, blocks in choices.items():
         small = remove_blocks(copy.deepcopy(model), blocks)
         before = evaluate(small)
-        finetune = train_cnn(small, subset, training(args.finetune_epochs, args.finetune_lr), description=f"{rule} s{seed}")
+        after = before
+        if args.finetune_epochs:
+            config = training(args.finetune_epochs, args.finetune_lr)
+            after = train_cnn(small, subset, config, description=f"{rule} s{seed}")["test_accuracy"]
         counts = count_model(small, shape)
         dense_s, small_s = paired_latency(model, small, shape, 64, args.latency_repeats)
         record["rules"][rule] = {"blocks": blocks, "accuracy_before_finetune": before,
-                                 "accuracy_after_finetune": finetune["test_accuracy"], "depth": weight_depth(small),
+                                 "accuracy_after_finetune": after, "depth": weight_depth(small),
                                  "macs": counts["macs"]["dense"], "params": counts["params"]["dense"],
                                  "latency_64_s": {"dense": dense_s, "pruned": small_s, "speedup": dense_s / small_s}}
     return record
