@@ -8,7 +8,9 @@ CIFAR-10 (cached) and 8x8 digits; ``train`` and ``experiment`` run one training 
 ``channel_scores``); ``allocation`` and ``sensitivity`` choose the channels kept under a budget,
 ``channel_masks`` masks them on the engine, ``prune_flow`` runs score -> mask -> fine-tune ->
 compact, ``compact`` removes channels physically (torch-pruning dependency graph) and ``latency``
-times masked against compact models.
+times masked against compact models. ``rmnet`` turns a CIFAR ResNet into the plain network with
+the same function (every channel prunable); ``layer_analysis`` measures class modularity, CKA /
+GBS similarity and ReLU gating complexity of layers; ``layer_pruning`` removes whole blocks.
 ``cli`` holds the ``gnnprune cnn`` commands. The package imports gnnprune, never the reverse:
 gnnprune's command line reaches ``cli`` only when a ``cnn`` command runs.
 """

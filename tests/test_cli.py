@@ -409,7 +409,15 @@ BAD_INPUT += [  # export and predict: the whole command line is given, with --ou
      "cannot load {export}/model.pt: missing key 'net.convs.0.bias'",
      lambda run: _drop_key(run.parent / "export" / "model.pt", "net.convs.0.bias")),
 ]
-BAD_INPUT_CASES = 86
+BAD_INPUT += [  # gnnprune cnn: the whole command line is given (digits data, no download)
+    ("cnn-rmnet-unknown-model", ["cnn", "rmnet", "--model", "vgg16_bn", "--dataset", "digits", "--checkpoint",
+                                 "{run}/metrics.json", "--out", "{out}"], "unknown model 'vgg16_bn'; choose one of resnet20", "run"),
+    ("cnn-rmnet-no-checkpoint", ["cnn", "rmnet", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--out", "{out}"],
+     "no such file: {run}/none.pt", "run"),
+    ("cnn-analyse-k-too-large", ["cnn", "analyse", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--images", "8",
+                                 "--k", "8", "--out", "{out}"], "--k 8 must be below --images 8", "run"),
+]
+BAD_INPUT_CASES = 89
 
 
 def _drop_key(path, key):
@@ -469,7 +477,7 @@ def test_bad_input(case, tmp_path, prepared_runs, capsys):
     elif callable(prepare):
         prepare(places["run"])
     fill = lambda text: text.format(**{k: str(v) for k, v in places.items()})  # noqa: E731
-    whole = extra[0] in ("export", "predict")  # a whole command line, not flags for TABLE_RUN
+    whole = extra[0] in ("export", "predict", "cnn")  # a whole command line, not flags for TABLE_RUN
     args = [fill(a) for a in extra] if whole else _with([fill(a) for a in extra])
     if "--out" not in extra:
         args = _with(["--out", str(tmp_path / "out")], args)
