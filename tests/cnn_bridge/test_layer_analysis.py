@@ -122,3 +122,25 @@ def test_cli_analyse_writes_json_and_heat_maps(tmp_path, capsys):
     code = main(["cnn", "analyse", "--model", "resnet20", "--dataset", "digits", "--checkpoint", str(tmp_path / "m.pt"),
                  "--images", "50", "--k", "50", "--out", str(tmp_path / "other")])
     assert code == 2 and "--k 50 must be below --images 50" in capsys.readouterr().err
+
+
+def test_cli_analyse_reads_a_compact_model(tmp_path):
+    import json
+
+    from gnnprune.cli import main
+
+    from cnn_bridge.compact import architecture, prunable_layers, remove_channels, save_compact
+
+    torch.manual_seed(0)
+    shape = (1, 8, 8)
+    model = CifarResNet(20, num_classes=10, in_channels=1).eval()
+    layers = prunable_layers(model, shape)
+    keep = {layer.conv: torch.arange(model.get_submodule(layer.conv).out_channels) % 2 == 0 for layer in layers}
+    small = remove_channels(model, keep, shape)
+    save_compact(tmp_path / "run", small, architecture("resnet20", small, layers, num_classes=10, in_channels=1))
+    out = tmp_path / "analysis"
+    assert main(["cnn", "analyse", "--dataset", "digits", "--compact", str(tmp_path / "run"), "--images", "40",
+                 "--no-progress", "--out", str(out)]) == 0
+    report = json.loads((out / "analysis.json").read_text())
+    inner = [c for c in report["complexity"] if c["layer"] == "block1.inner"][0]
+    assert inner["units"] == 8 * 8 * 8  # half of block 1's 16 inner channels kept, 8x8 positions
