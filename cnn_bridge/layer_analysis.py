@@ -16,12 +16,14 @@ of the partition into true classes is
 **Linear CKA** (Kornblith et al. 2019): with column-centred :math:`X, Y`,
 :math:`\mathrm{CKA} = \lVert Y^\top X \rVert_F^2 / (\lVert X^\top X \rVert_F \lVert Y^\top Y \rVert_F)`.
 
-**GBS** (Chen et al., "Graph-based similarity of neural network representations", 2021): each layer
+**GBS** (Chen et al., "Graph-based similarity of neural network representations", arXiv 2111.11165): each layer
 is a graph on the images whose edge weights are the pairwise cosine similarities of their features;
 two layers are compared by the centred alignment (HSIC normalised, as CKA) of their adjacency
 matrices: :math:`\mathrm{GBS}(X, Y) = \langle H A_X H, H A_Y H\rangle_F / (\lVert H A_X H \rVert_F \lVert H A_Y H \rVert_F)`,
-:math:`H = I - \tfrac{1}{N} \mathbf{1}\mathbf{1}^\top`. Choice made here: the graph is the complete
-weighted cosine graph with a zero diagonal (no k-NN sparsification). Cosine similarity is unchanged
+:math:`H = I - \tfrac{1}{N} \mathbf{1}\mathbf{1}^\top`. The paper builds a weighted graph whose nodes are
+the images and whose edges are the similarities of their layer outputs, and compares layers' graphs;
+choices made here: the complete weighted cosine graph with a zero diagonal (no k-NN
+sparsification), compared by this HSIC-normalised alignment. Cosine similarity is unchanged
 by an orthogonal transform and an isotropic scaling of the features, hence so is GBS.
 
 **Transformation complexity** (Ren et al., ICML'22): the gating state of a ReLU layer for image
