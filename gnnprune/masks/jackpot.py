@@ -155,6 +155,12 @@ class ScoreSearch:
         """Float keep-mask of site ``name`` (its shape), gradient straight through to its scores."""
         return straight_through(self.scores[name], self.engine.mask(name))
 
+    def parametrization(self, name: str) -> torch.nn.Module:
+        """A module mapping a weight ``W`` to ``W * mask(name)``, for
+        :func:`torch.nn.utils.parametrize.register_parametrization`: the forward sees the masked
+        weight, the parameter itself is never written."""
+        return _MaskedBy(self, name)
+
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -173,3 +179,13 @@ class ScoreSearch:
             swapped[name] = int(killed.numel())
             self.swaps[name] += swapped[name]
         return swapped
+
+
+class _MaskedBy(torch.nn.Module):
+    def __init__(self, search: ScoreSearch, name: str) -> None:
+        super().__init__()
+        self.search = search
+        self.name = name
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.search.mask(self.name)

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
@@ -73,18 +73,6 @@ class JackpotConfig:
         if not self.dense_gates and (targets.edges > 0 or targets.features > 0):
             raise ValueError("jackpot searches edges and features only in a dense model with learned edge weights "
                              "and feature gates; this one has none (set the edge and feature sparsity to 0)")
-
-
-class _SearchMask(nn.Module):
-    """Parametrization :math:`W \\mapsto W \\odot m` with ``m`` the search's straight-through mask of one site."""
-
-    def __init__(self, search: ScoreSearch, site: str) -> None:
-        super().__init__()
-        self.search = search
-        self.site = site
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.search.mask(self.site)
 
 
 def magnitude_masks(pruner: CoPruner, targets: PruneTargets) -> MaskEngine:
@@ -250,7 +238,7 @@ def _live_entries_equal(model: GraphModel, pruner: CoPruner, dense: dict[str, Te
 def _attach(model: GraphModel, names: list[str], search: ScoreSearch) -> None:
     for name in names:
         module, attr = model.weight_owner(name)
-        parametrize.register_parametrization(module, attr, _SearchMask(search, WEIGHT_PREFIX + name), unsafe=True)
+        parametrize.register_parametrization(module, attr, search.parametrization(WEIGHT_PREFIX + name), unsafe=True)
 
 
 def _detach(model: GraphModel, names: list[str]) -> None:
