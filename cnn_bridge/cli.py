@@ -1,6 +1,7 @@
 """The ``gnnprune cnn`` commands: ``rgp`` (train under one-shot regular-graph block masks),
-``prune`` (structured filter pruning, fine-tuning, compaction), ``rmnet`` (ResNet -> plain network)
-and ``analyse`` (layer modularity, CKA / GBS similarity, ReLU gating complexity).
+``prune`` (structured filter pruning, fine-tuning, compaction), ``rmnet`` (ResNet -> plain network),
+``analyse`` (layer modularity, CKA / GBS similarity, ReLU gating complexity) and ``jackpot`` (a mask
+searched in frozen pre-trained weights).
 
 :func:`gnnprune.cli.build_parser` makes the ``cnn`` parser and calls :func:`add_commands` only when
 the command line asks for ``cnn`` (or the whole parser is built), so ``gnnprune prune`` never imports
@@ -38,6 +39,7 @@ def add_commands(cnn: argparse.ArgumentParser) -> None:
     _add_prune(cnn_sub)
     _add_rmnet(cnn_sub)
     _add_analyse(cnn_sub)
+    _add_jackpot(cnn_sub)
 
 
 def _add_rgp(cnn_sub) -> None:
@@ -350,4 +352,84 @@ def _analyse_command(args: argparse.Namespace) -> int:
     plot_analysis(report, args.out)
     print("modularity " + " ".join(f"{q:.4f}" for q in report["modularity"]))
     print(f"wrote {args.out}/analysis.json and heat maps")
+    return 0
+
+
+def _add_jackpot(cnn_sub) -> None:
+    p = cnn_sub.add_parser("jackpot", help="search a sparse mask in a pre-trained CNN's frozen weights (lottery jackpots)",
+                           description=(
+                               "Load (--checkpoint) or train a dense CNN, cut every conv / linear weight but the "
+                               "classifier's to --sparsity by magnitude, then move the masks by a score search on "
+                               "training images with the weights frozen (straight-through scores, exact swaps after "
+                               "every step). Batch-norm statistics are re-estimated on the training images for the "
+                               "magnitude mask and the jackpot alike. Writes OUT/metrics.json (test accuracy dense, "
+                               "magnitude, magnitude with re-estimated statistics, jackpot; whether every parameter "
+                               "is bit-identical), OUT/masks.pt and OUT/model.pt."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    p.add_argument("--sparsity", type=_density, default=0.9, help="fraction of every searched layer's weights removed")
+    p.add_argument("--checkpoint", type=Path,
+                   help="dense model state_dict to start from; without it the model is trained first")
+    p.add_argument("--pretrain-epochs", type=_positive_int, default=10)
+    p.add_argument("--pretrain-lr", type=_non_negative_float, default=0.1)
+    p.add_argument("--search-epochs", type=_positive_int, default=2, help="passes over the training images")
+    p.add_argument("--score-lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate of the scores")
+    p.add_argument("--finetune-epochs", type=_non_negative_int, default=0,
+                   help="train the kept weights under the found masks afterwards (0: off)")
+    p.add_argument("--finetune-lr", type=_non_negative_float, default=0.01)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4, help="pre-training weight decay")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    _add_run_arguments(p, threads_help="torch CPU threads")
+    p.set_defaults(cnn_handler=_jackpot_command)
+
+
+def _jackpot_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from gnnprune.data import DataNotFoundError
+    from gnnprune.io import OutputExistsError, check_new_folder, safe_torch_load
+    from gnnprune.masks import ScoreSearchConfig
+
+    from .experiment import IMAGE_DATASETS
+    from .jackpot import JackpotRunConfig, run_jackpot
+    from .train import CNNTrainConfig
+
+    try:
+        config = JackpotRunConfig(
+            model=args.model, dataset=args.dataset, sparsity=args.sparsity,
+            checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+            pretrain=CNNTrainConfig(epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.pretrain_lr,
+                                    weight_decay=args.weight_decay, augment=not args.no_augment, seed=args.seed),
+            search_epochs=args.search_epochs, batch_size=args.batch_size, augment=not args.no_augment,
+            search=ScoreSearchConfig(lr=args.score_lr), finetune_epochs=args.finetune_epochs,
+            finetune_lr=args.finetune_lr, train_subset=args.train_subset, test_subset=args.test_subset)
+        data = IMAGE_DATASETS[args.dataset](args.data_root)
+        data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
+        if args.checkpoint is not None:
+            from .models import build_cnn_model
+
+            state = safe_torch_load(args.checkpoint)
+            try:
+                build_cnn_model(args.model, num_classes=data.num_classes,
+                                in_channels=data.train_x.shape[1]).load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{args.checkpoint} is not a {args.model} state_dict for {args.dataset}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+        check_new_folder(args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}") from None
+    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run_jackpot(config, data, args.out, progress=not args.no_progress)
+    acc = record["accuracy"]
+    print(f"{args.model} jackpot at {record['sparsity']['searched_layers']:.4f} sparsity: test accuracy dense "
+          f"{acc['dense']:.4f}, magnitude {acc['magnitude']:.4f} (re-estimated statistics "
+          f"{acc['magnitude_bn_reestimated']:.4f}), jackpot {acc['jackpot']:.4f}"
+          + (f", fine-tuned {acc['jackpot_finetuned']:.4f}" if "jackpot_finetuned" in acc else "")
+          + f"; weights unchanged: {record['weights_unchanged']}")
+    print(f"wrote {args.out}/metrics.json")
     return 0

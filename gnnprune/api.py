@@ -171,6 +171,9 @@ def _hooks(config: ExperimentConfig) -> Method:
     method, targets = PruneMethod(config.method), config.targets
     if method is PruneMethod.UGS:
         raise ValueError("ugs trains many rounds with rewinding, not one loop; use gnnprune.prune for it")
+    if method is PruneMethod.JACKPOT:
+        raise ValueError("jackpot searches masks in a trained model's frozen weights, not in a training loop; "
+                         "use gnnprune.prune for it")
     if method is PruneMethod.ONESHOT:
         return OneShot(targets, prune_epoch=config.train.epochs // 2)
     build = {PruneMethod.DENSE: Dense, PruneMethod.RANDOM: lambda: RandomMasks(targets),

@@ -83,6 +83,13 @@ def _open_fraction(what: str = ""):
     return parse
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 _fraction = _open_fraction()
 _density = _open_fraction("density")
 
@@ -107,7 +114,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from .copruning import EdgeRanking, FeatureScore, WeightGranularity
     from .masks import WeightDistribution
     from .data import DATASETS
-    from .methods import METHODS, CGPConfig, UGSConfig
+    from .methods import METHODS, CGPConfig, JackpotConfig, UGSConfig
     from .nn import MODELS
     from .training import TrainConfig
 
@@ -129,7 +136,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", default="gcn", help=f"one of {', '.join(sorted(MODELS))}")
     p.add_argument("--method", choices=METHODS,
                    help="dense; random (random masks fixed from the start); oneshot (train dense, prune by "
-                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); cgp (ours). "
+                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); cgp (ours); jackpot "
+                        "(train dense, then search a mask in the frozen weights: lottery jackpots). "
                         "Default: cgp if any sparsity is > 0, else dense")
     p.add_argument("--weight-sparsity", type=_sparsity, default=0.0, help="fraction of weights removed in every layer")
     p.add_argument("--edge-sparsity", type=_sparsity, default=0.0, help="fraction of undirected edges removed")
@@ -188,7 +196,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
                         "ugs and unit: uniform)"),
     g = p.add_argument_group("baselines")
-    g.add_argument("--finetune-epochs", type=_positive_int, help="oneshot: epochs after the cut (default: --epochs)")
+    g.add_argument("--finetune-epochs", type=_positive_int,
+                   help="oneshot: epochs after the cut (default: --epochs); jackpot: epochs of training the kept "
+                        "weights after the search (default: none, the weights stay the dense model's)")
+    g.add_argument("--jackpot-from", type=Path, metavar="RUN_DIR",
+                   help="jackpot: take each seed's dense model from this finished dense run folder instead of "
+                        "training it (edges and features are searched only if it learned edge weights and gates)")
+    g.add_argument("--search-epochs", type=_positive_int,
+                   help=f"jackpot: full-batch score-search steps (default {JackpotConfig.search_epochs})")
+    g.add_argument("--score-lr", type=_positive_float,
+                   help=f"jackpot: peak SGD learning rate of the scores, cosine-decayed (default {JackpotConfig().search.lr})")
+    g.add_argument("--teacher-weight", type=_non_negative_float,
+                   help="jackpot: weight of the cross-entropy to the dense model's predictions on unlabelled nodes "
+                        f"in the search loss (default {JackpotConfig.teacher_weight})")
     g.add_argument("--early-bird-window", type=_int_at_least(2),
                    help="oneshot: end the dense phase (ugs: each round's mask learning) once the masks the pruning "
                         "would pick have settled over this many epochs (early-bird tickets; default 5 when "
@@ -290,12 +310,53 @@ def _config_from_args(args: argparse.Namespace):
                  "edge_prior": args.edge_prior, "feature_score": args.feature_score},
             oneshot={"finetune_epochs": args.finetune_epochs,
                      "early_bird": early_bird if args.method == "oneshot" else None},
+            jackpot=_jackpot_config(args, config),
             ugs={"edge_rate": args.ugs_edge_rate, "weight_rate": args.ugs_weight_rate,
                  "feature_rate": args.ugs_feature_rate, "edge_l1": args.ugs_l1, "weight_l1": args.ugs_l1,
                  "feature_l1": args.ugs_l1, "early_bird": early_bird if args.method == "ugs" else None},
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _jackpot_config(args: argparse.Namespace, config):
+    """The jackpot settings the flags give (``None`` when no flag is given); the flags are
+    refused with another method, a ``--jackpot-from`` run must be a dense run of the same model and data."""
+    import dataclasses
+
+    given = [flag for flag, value in (("--jackpot-from", args.jackpot_from), ("--search-epochs", args.search_epochs),
+                                      ("--score-lr", args.score_lr),
+                                      ("--teacher-weight", args.teacher_weight)) if value is not None]
+    if args.method != "jackpot":
+        if given:
+            raise ValueError(f"{given[0]} applies to --method jackpot only")
+        return None
+    jackpot = config.jackpot
+    if args.score_lr is not None:
+        jackpot = dataclasses.replace(jackpot, search=dataclasses.replace(jackpot.search, lr=args.score_lr))
+    if args.jackpot_from is not None:
+        from .experiment import learns_gates
+        from .runs import RunFileError, run_config
+
+        try:
+            source = run_config(args.jackpot_from)
+        except RunFileError as exc:
+            raise ValueError(f"--jackpot-from: {exc}") from None
+        if source.dataset != config.dataset or source.model is None or source.model.name != config.model.name:
+            raise ValueError(f"--jackpot-from {args.jackpot_from} is a run of "
+                             f"{source.model.name if source.model else 'a custom model'} on {source.dataset!r}, "
+                             f"not of {config.model.name} on {config.dataset!r}")
+        if not source.targets.is_dense:
+            raise ValueError(f"--jackpot-from {args.jackpot_from} is a pruned run ({source.method.value}); "
+                             "give a dense one (gnnprune prune --method dense)")
+        jackpot = dataclasses.replace(jackpot, from_run=str(args.jackpot_from), dense_gates=learns_gates(source))
+        missing = [name for name in args.seeds or (args.seed,) if not (args.jackpot_from / f"seed-{name}").is_dir()]
+        if missing:
+            raise ValueError(f"--jackpot-from {args.jackpot_from} has no seed-{missing[0]} folder")
+    if args.teacher_weight is not None:
+        jackpot = dataclasses.replace(jackpot, teacher_weight=args.teacher_weight)
+    return dataclasses.replace(jackpot, search_epochs=args.search_epochs or jackpot.search_epochs,
+                               finetune_epochs=args.finetune_epochs or jackpot.finetune_epochs)
 
 
 def _early_bird_config(args: argparse.Namespace):
@@ -426,6 +487,9 @@ def _check_model(config, data) -> None:
             and not model.hidden_units()):
         raise UsageError(f"model {m.name!r} has no hidden units: --weight-structure unit cannot prune its weights "
                          "(use element)")
+    if config.method == "jackpot" and config.targets.edges > 0 and not model.uses_edge_weight:
+        raise UsageError(f"model {m.name!r} uses no edge weights: jackpot cannot search its edges "
+                         "(set --edge-sparsity 0)")
 
 
 def _first_line(exc: BaseException) -> str:

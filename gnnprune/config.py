@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from .copruning import PruneTargets, WeightGranularity
 from .loader import MiniBatchConfig
 from .masks import WeightDistribution
-from .methods import METHODS, CGPConfig, OneShotConfig, PruneMethod, UGSConfig
+from .methods import METHODS, CGPConfig, JackpotConfig, OneShotConfig, PruneMethod, UGSConfig
 from .nn import ModelSpec, model_spec
 from .training import TrainConfig
 
@@ -46,7 +46,7 @@ class ExperimentConfig:
             with units, ``targets.weights`` is the fraction of hidden units removed.
         weight_distribution: spread the weight target uniformly or by ERK (not UGS, not units:
             uniform only).
-        cgp, oneshot, ugs: settings of those methods (the others have none).
+        cgp, oneshot, ugs, jackpot: settings of those methods (the others have none).
         seeds: one run per seed.
         minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
     """
@@ -61,6 +61,7 @@ class ExperimentConfig:
     cgp: CGPConfig = field(default_factory=CGPConfig)
     oneshot: OneShotConfig = field(default_factory=OneShotConfig)
     ugs: UGSConfig = field(default_factory=UGSConfig)
+    jackpot: JackpotConfig = field(default_factory=JackpotConfig)
     seeds: tuple[int, ...] = (0,)
     minibatch: MiniBatchConfig | None = None
 
@@ -75,6 +76,8 @@ class ExperimentConfig:
             raise ValueError("method dense takes no sparsity targets (all must be 0)")
         if self.method == "cgp" and not self.targets.is_dense:
             self.cgp.check_epochs(self.train.epochs)
+        if self.method == "jackpot":
+            self._check_jackpot()
         if self.method == "ugs" and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
             raise ValueError("ugs prunes single weights only (weight granularity 'element')")
         if self.method == "ugs" and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
@@ -82,6 +85,15 @@ class ExperimentConfig:
         if (WeightGranularity(self.weight_granularity) is WeightGranularity.UNIT
                 and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM):
             raise ValueError("unit pruning removes the same fraction of every unit group (weight distribution 'uniform')")
+
+    def _check_jackpot(self) -> None:
+        if self.minibatch is not None:
+            raise ValueError("jackpot searches full-batch only; drop --batch-size")
+        if WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
+            raise ValueError("jackpot searches single weights only (weight granularity 'element')")
+        if self.targets.is_dense:
+            raise ValueError("method jackpot needs a sparsity target above 0")
+        self.jackpot.check_targets(self.targets)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -132,7 +144,7 @@ class ExperimentConfig:
         """A copy with some fields replaced; ``None`` values keep the current ones.
 
         ``parts`` maps a field to its new value or, for a nested configuration (``model``,
-        ``train``, ``cgp``, ``oneshot``, ``ugs``), to a dict of its fields:
+        ``train``, ``cgp``, ``oneshot``, ``ugs``, ``jackpot``), to a dict of its fields:
         ``config.overridden(train={"lr": 0.05}, cgp={"edge_prior": 1e-4}, seeds=(0, 1))``.
         Set ``epochs`` through :meth:`for_model`: the schedule and warm-up derive from it there.
         """

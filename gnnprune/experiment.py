@@ -19,7 +19,7 @@ from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .masks import WeightDistribution
 from .measure import measure_fitted, summarize
-from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_ugs
+from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_jackpot, fit_ugs
 from .methods import train_once as _train_once
 from .minibatch import train_once_minibatch
 from .nn import build_model
@@ -42,6 +42,15 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
         if loop.get("resume_from") is not None:
             raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")
         return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
+    if config.method == "jackpot":
+        if loop.get("resume_from") is not None:
+            raise CheckpointError("jackpot runs cannot be resumed (the search is not checkpointed); start a new run")
+        dense = None if config.jackpot.from_run is None else dense_from_run(config, model, data, train_config.seed)
+        if dense is None:
+            # the dense phase's pruner lays out weights as the final one does
+            dense = _train_once(Dense(), model, data, train_config, learn_gates=learns_gates(config),
+                                progress=progress, **layout)
+        return fit_jackpot(model, data, targets, config.jackpot, train_config, progress, dense=dense)
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         method = OneShot(targets, prune_epoch=train_config.epochs, early_bird=config.oneshot.early_bird)
@@ -58,7 +67,38 @@ def learns_gates(config: ExperimentConfig) -> bool:
     ``edge_logit`` and ``feature_gate``): CGP with any target above 0, and one-shot (its dense
     phase gives edges and features a magnitude). UGS's soft masks live in its rounds only; its
     ticket, the pruner it saves, has none."""
-    return config.method == "oneshot" or (config.method == "cgp" and not config.targets.is_dense)
+    return (config.method == "oneshot" or (config.method == "cgp" and not config.targets.is_dense)
+            or (config.method == "jackpot" and config.jackpot.dense_gates))
+
+
+def dense_from_run(config: ExperimentConfig, model, data: GraphData, seed: int) -> Fitted:
+    """Seed ``seed`` of the dense run ``config.jackpot.from_run``, loaded into ``model`` with an all-live pruner.
+
+    Raises:
+        ValueError: the run is of another model or data set, or has pruned entries, or its gates
+            do not match ``config.jackpot.dense_gates``.
+    """
+    from .runs import load_run
+    from .training import TrainResult
+
+    source = load_run(config.jackpot.from_run, seed, data=data)
+    where = f"{config.jackpot.from_run} seed {seed}"
+    if source.config.model != config.model or source.config.dataset != config.dataset:
+        raise ValueError(f"{where} is a {source.config.model.name if source.config.model else 'custom'} model on "
+                         f"{source.config.dataset!r}, not the {config.model.name} on {config.dataset!r} asked for")
+    pruned = [site.name for site in source.pruner.engine if site.live < site.numel]
+    if pruned:
+        raise ValueError(f"{where} is not dense: site {pruned[0]!r} has pruned entries")
+    if learns_gates(source.config) != config.jackpot.dense_gates:
+        raise ValueError(f"{where} {'has' if learns_gates(source.config) else 'has no'} learned edge weights and "
+                         f"feature gates; run jackpot with dense_gates={learns_gates(source.config)}")
+    model.load_state_dict(source.model.state_dict())
+    pruner = build_pruner(config, model, data, seed)
+    pruner.load_state_dict(source.pruner.state_dict())
+    m = source.metrics
+    result = TrainResult(m["best_epoch"], m["val"], m["test"], m["train"], m["train_time_s"], m["epochs"], [], [],
+                         model.state_dict(), pruner.state_dict())
+    return Fitted(result, pruner)
 
 
 def build_pruner(config: ExperimentConfig, model, data: GraphData, seed: int) -> CoPruner:

@@ -83,6 +83,7 @@ def _measure(model, pruner: CoPruner, data: GraphData, result: TrainResult) -> d
         "malloc": malloc_note(),  # times depend on it (see gnnprune.machine.MallocMode)
         "mask_updates": result.updates,
         **({"early_bird": _early_bird_summary(result.updates)} if early_bird else {}),
+        **next(({"jackpot": update["jackpot"]} for update in result.updates if "jackpot" in update), {}),
     }
 
 

@@ -346,6 +346,23 @@ BAD_INPUT = [
      "early-bird threshold must be in [0, 1], got 1.5", None),
     ("early-bird-not-oneshot", ["--early-bird-window", "5"],
      "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+    ("jackpot-from-not-jackpot", ["--jackpot-from", "{done}"], "--jackpot-from applies to --method jackpot only", None),
+    ("jackpot-from-missing", ["--method", "jackpot", "--jackpot-from", "{data}"],
+     "--jackpot-from: {data}/metrics.json not found", None),
+    ("jackpot-from-pruned", ["--method", "jackpot", "--jackpot-from", "{done}"],
+     "--jackpot-from {done} is a pruned run (cgp); give a dense one", None),
+    ("jackpot-dense-targets", ["--method", "jackpot", "--weight-sparsity", "0"],
+     "method jackpot needs a sparsity target above 0", None),
+    ("search-epochs=0", ["--method", "jackpot", "--search-epochs", "0"],
+     "argument --search-epochs: must be >= 1, got 0", None),
+    ("score-lr=0", ["--method", "jackpot", "--score-lr", "0"], "argument --score-lr: must be > 0, got 0", None),
+    ("teacher-weight-not-jackpot", ["--teacher-weight", "0.5"], "--teacher-weight applies to --method jackpot only",
+     None),
+    ("jackpot-minibatch", ["--method", "jackpot", "--batch-size", "32"], "jackpot searches full-batch only", None),
+    ("jackpot-units", ["--method", "jackpot", "--weight-structure", "unit"],
+     "jackpot searches single weights only", None),
+    ("jackpot-from-other-model", ["--method", "jackpot", "--model", "gat", "--jackpot-from", "{done}"],
+     "--jackpot-from {done} is a run of gcn on", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -417,7 +434,7 @@ BAD_INPUT += [  # gnnprune cnn: the whole command line is given (digits data, no
     ("cnn-analyse-k-too-large", ["cnn", "analyse", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--images", "8",
                                  "--k", "8", "--out", "{out}"], "--k 8 must be below --images 8", "run"),
 ]
-BAD_INPUT_CASES = 89
+BAD_INPUT_CASES = 99
 
 
 def _drop_key(path, key):

@@ -290,6 +290,9 @@ def test_attach_adds_the_gates_to_your_optimizer(small_csbm):
     assert group["params"][0] is run.pruner.edge_logit and group["params"][1] is run.pruner.feature_gate
     with pytest.raises(ValueError, match="ugs trains many rounds"):
         gp.attach(GCN(40, 3), small_csbm, torch.optim.Adam(model.parameters()), (0.5, 0.2, 0.3), "ugs", epochs=20)
+    with pytest.raises(ValueError, match="jackpot searches masks in a trained model's frozen weights"):
+        gp.attach(GCN(40, 3), small_csbm, torch.optim.Adam(model.parameters()), (0.5, 0.2, 0.3), "jackpot",
+                  epochs=20)
     with pytest.raises(ValueError, match=r"prune_end \(15\) must be < epochs \(10\)"):
         gp.attach(GCN(40, 3), small_csbm, torch.optim.Adam(model.parameters()), (0.5, 0.2, 0.3),
                   config=dataclasses.replace(gp.ExperimentConfig.for_model(None, targets=gp.PruneTargets(0.5),

@@ -2,10 +2,12 @@
 from .distribution import WeightDistribution, kept_per_tensor
 from .early_bird import EarlyBird, EarlyBirdConfig, mask_distance
 from .engine import MaskEngine
+from .jackpot import ScoreSearch, ScoreSearchConfig, initial_scores, straight_through, swap_count, swap_to_top
 from .selection import highest, kept_count, lowest, relative_tolerance, tie_groups, tie_order, tolerant_argmax
 from .site import Site, SiteKind
 from .updates import SiteUpdate, prune_and_regrow
 
-__all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "Site", "SiteKind", "SiteUpdate", "WeightDistribution",
-           "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow",
-           "relative_tolerance", "tie_groups", "tie_order", "tolerant_argmax"]
+__all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "ScoreSearch", "ScoreSearchConfig", "Site", "SiteKind",
+           "SiteUpdate", "WeightDistribution", "highest", "initial_scores", "kept_count", "kept_per_tensor", "lowest",
+           "mask_distance", "prune_and_regrow", "relative_tolerance", "straight_through", "swap_count", "swap_to_top",
+           "tie_groups", "tie_order", "tolerant_argmax"]

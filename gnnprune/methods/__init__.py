@@ -5,6 +5,7 @@ from ..training import Method
 from .base import Fitted, train_once
 from .cgp import CGP, CGPConfig
 from .dense import Dense, FixedMasks
+from .jackpot import JackpotConfig, fit_jackpot
 from .oneshot import OneShot, OneShotConfig
 from .random import RandomMasks
 from .ugs import UGSConfig, UGSRound, fit_ugs, fit_ugs_levels
@@ -18,11 +19,13 @@ class PruneMethod(str, enum.Enum):
     ONESHOT = "oneshot"  # train dense, prune by magnitude once, fine-tune
     UGS = "ugs"          # iterative lottery tickets (Chen et al., 2021)
     CGP = "cgp"          # gradual co-pruning with gradient-informed regrowth
+    JACKPOT = "jackpot"  # train dense, search a mask in the frozen weights (lottery jackpots)
 
     @property
     def hooks(self) -> type[Method]:
         """The :class:`~gnnprune.training.Method` class of its training runs (UGS: of each round)."""
-        return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP}[self.value]
+        return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP,
+                "jackpot": Dense}[self.value]
 
     @classmethod
     def default_for(cls, targets) -> "PruneMethod":
@@ -33,5 +36,6 @@ class PruneMethod(str, enum.Enum):
 #: method names accepted by ``--method``
 METHODS = tuple(method.value for method in PruneMethod)
 
-__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "METHODS", "Method", "OneShot", "OneShotConfig",
-           "PruneMethod", "RandomMasks", "UGSConfig", "fit_ugs", "fit_ugs_levels", "train_once"]
+__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "JackpotConfig", "METHODS", "Method", "OneShot", "OneShotConfig",
+           "PruneMethod", "RandomMasks", "UGSConfig", "fit_jackpot", "fit_ugs",
+           "fit_ugs_levels", "train_once"]
