@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -140,3 +141,71 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
 
 def _config_dict(config: RGPRunConfig) -> dict:
     return asdict(config)
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """A dense training run (``gnnprune cnn train``).
+
+    Attributes:
+        model: a name in :data:`cnn_bridge.models.CNN_MODELS`.
+        dataset: a name in :data:`IMAGE_DATASETS`.
+        train: the training recipe.
+        train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+    """
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        cnn_model_spec(self.model)
+        check_choice("dataset", self.dataset, IMAGE_DATASETS)
+
+
+def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike, resume: bool = False,
+                 progress: bool = True) -> dict:
+    """Train a dense model, checkpointing to ``out/checkpoint.pt`` and logging ``out/history.json``
+    after every epoch; ``resume`` continues from the checkpoint. Writes ``out/model.pt`` (final
+    state_dict) and ``out/metrics.json`` at the end.
+
+    Args:
+        data: the full data set; the configured subsets are drawn from it (seeded by the run's seed).
+    Returns:
+        the metrics record (also in ``metrics.json``).
+    """
+    out = Path(out)
+    seed = config.train.seed
+    torch.manual_seed(seed)
+    data = data.subset(config.train_subset, config.test_subset, seed=seed)
+    model = build_cnn_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
+    record = {"status": "running", "config": {**asdict(config), "train": config.train.record()},
+              "data": data.name, "seed": seed, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if not resume:
+        atomic_write_json(out / "metrics.json", record)
+    log = lambda entry: atomic_write_json(out / "history.json", {"config": record["config"],  # noqa: E731
+                                                                 "history": history + [entry]})
+    history: list[dict] = []
+
+    def on_epoch(entry: dict) -> None:
+        log(entry)
+        history.append(entry)
+        accuracy = f", test accuracy {entry['test_accuracy']:.4f}" if "test_accuracy" in entry else ""
+        print(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}{accuracy} ({entry['epoch_time_s']:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    if resume:
+        from gnnprune.io import safe_torch_load
+
+        from .train import CHECKPOINT_FILE
+
+        history.extend(safe_torch_load(out / CHECKPOINT_FILE).get("history", []))
+    result = train_cnn(model, data, config.train, progress=progress, description=config.model,
+                       checkpoint_dir=out, resume=resume, on_epoch=on_epoch)
+    record.update(result)
+    record["status"] = "done"
+    atomic_torch_save(model.state_dict(), out / "model.pt")
+    atomic_write_json(out / "metrics.json", record)
+    return record
