@@ -78,6 +78,8 @@ class RGPRunConfig:
         mask: a name in :data:`MASKS`.
         dataset: a name in :data:`IMAGE_DATASETS`.
         train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+        checkpoint: a dense state_dict to mask and fine-tune (``train`` is then the fine-tuning);
+            ``None`` trains from scratch under the masks.
     """
 
     model: str = "resnet20"
@@ -87,6 +89,7 @@ class RGPRunConfig:
     train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
     train_subset: int | None = None
     test_subset: int | None = None
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         cnn_model_spec(self.model)
@@ -95,11 +98,13 @@ class RGPRunConfig:
 
 
 def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None = None,
-            progress: bool = True) -> dict:
-    """Train ``config.model`` from scratch under fixed masks; write ``out/{metrics.json, masks.pt, model.pt}``.
+            progress: bool = True, dense_accuracy: float | None = None) -> dict:
+    """Train ``config.model`` under fixed masks, from scratch or from ``config.checkpoint``; write
+    ``out/{metrics.json, masks.pt, model.pt}``.
 
     Args:
         data: the full data set; the configured subsets are drawn from it (seeded by the run's seed).
+        dense_accuracy: the checkpoint's test accuracy when already measured (not evaluated again).
     Returns:
         the metrics record (also in ``metrics.json``).
     """
@@ -127,6 +132,17 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         "mask_time_s": mask_time,
         "model_input": list(spec.input_shape),
     }
+    if config.checkpoint is not None:
+        from gnnprune.io import safe_torch_load
+
+        from .train import evaluate_cnn
+
+        model.load_state_dict(safe_torch_load(config.checkpoint))
+        evaluate_test = lambda: evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std,  # noqa: E731
+                                             config.train.eval_batch_size)
+        record["accuracy"] = {"dense": evaluate_test() if dense_accuracy is None else dense_accuracy}
+        masks.apply()
+        record["accuracy"]["masked_before_finetune"] = evaluate_test()
     if out is not None:
         out = Path(out)
         atomic_write_json(out / "metrics.json", record)
@@ -140,7 +156,7 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
 
 
 def _config_dict(config: RGPRunConfig) -> dict:
-    return asdict(config)
+    return {**asdict(config), "train": config.train.record()}
 
 
 @dataclass(frozen=True)
