@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--masks", default=",".join(MASK_METHODS),
                    help="mask methods at the same MAC budget (comma-separated; empty for none)")
     p.add_argument("--rgp-groups", type=int, default=16, help="channel groups per layer of the mask methods")
+    p.add_argument("--time-budget", type=float,
+                   help="seconds: start no run that would end after it (judged by the longest run so far); "
+                        "the table then holds the runs that finished")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-root", type=Path, default=SHARED_DATA if SHARED_DATA.is_dir() else None,
                    help="folder holding cifar10/cifar10-jpeg.tar.gz (default: ../shared/data when it exists)")
@@ -134,7 +137,8 @@ def _budget(args: argparse.Namespace) -> str:
     return f"fine-tuning {steps} of batch {args.batch_size} at lr {args.finetune_lr} (cosine), {args.precision}"
 
 
-def markdown(command: str, args: argparse.Namespace, rows: list[dict], total_s: float) -> str:
+def markdown(command: str, args: argparse.Namespace, rows: list[dict], total_s: float,
+             skipped: list[tuple[str, int]] = ()) -> str:
     train = "all 50,000" if args.train_subset is None else f"{args.train_subset}"
     test = "all 10,000" if args.test_subset is None else f"{args.test_subset}"
     start = (f"dense checkpoint {args.checkpoint}" if args.checkpoint is not None
@@ -158,6 +162,9 @@ def markdown(command: str, args: argparse.Namespace, rows: list[dict], total_s: 
             f"{', '.join(f'{a:.4f}' for a in row['after'])} | {row['before_mean']:.4f} | {row['dense_mean']:.4f} | "
             f"{', '.join(f'{m:.4f}' for m in sorted(set(row['macs_ratio'])))} | "
             f"{', '.join(f'{m:.4f}' for m in sorted(set(row['params_ratio'])))} | {speedup} | {diff} |")
+    if skipped:
+        lines += ["", f"Not run (time budget of {args.time_budget:.0f} s reached): "
+                  + ", ".join(f"{name} seed {seed}" for name, seed in skipped) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -226,9 +233,15 @@ def main(argv=None) -> int:
         "command": command, "args": plain_args(args), "runs": runs, "total_time_s": time.perf_counter() - start,
         **(extra or {})})
     bar = tqdm(total=len(args.seeds) * len(methods), initial=len(done), desc="criteria runs")
+    clock, longest, skipped, dense_accuracies = time.perf_counter(), 0.0, [], {}
+    out_of_time = lambda: (args.time_budget is not None and longest > 0  # noqa: E731  (the first run always starts)
+                           and time.perf_counter() - clock + longest > args.time_budget)
     for seed in args.seeds:
         todo = [name for name in methods if (name, seed) not in done]
         if not todo:
+            continue
+        if out_of_time():
+            skipped += [(name, seed) for name in todo]
             continue
         subset = data.subset(args.train_subset, args.test_subset, seed=seed)
         if args.checkpoint is not None:
@@ -242,8 +255,15 @@ def main(argv=None) -> int:
                                  description=f"pretrain s{seed}")
             checkpoint = args.out / f"pretrained-seed-{seed}.pt"
             atomic_torch_save(model.state_dict(), checkpoint)
-        dense_accuracy = evaluate_cnn(model, subset.test_x, subset.test_y, subset.mean, subset.std)
+        key = (str(checkpoint), args.test_subset is None or seed)  # the whole test split is the same for every seed
+        if key not in dense_accuracies:
+            dense_accuracies[key] = evaluate_cnn(model, subset.test_x, subset.test_y, subset.mean, subset.std)
+        dense_accuracy = dense_accuracies[key]
         for name in todo:
+            if out_of_time():
+                skipped.append((name, seed))
+                continue
+            run_start = time.perf_counter()
             if name in CRITERIA:
                 config = PruneRunConfig(model=args.model, criterion=name, mac_reduction=args.mac_reduction,
                                         checkpoint=str(checkpoint), finetune=finetune_config(args, seed),
@@ -257,15 +277,17 @@ def main(argv=None) -> int:
                 record["kind"] = "mask"
             record["method"], record["pretrain"] = name, pretrain
             runs.append(record)
+            longest = max(longest, time.perf_counter() - run_start)
             bar.update(1)
             save()
     bar.close()
     rows = summarise(runs, methods)
     total = time.perf_counter() - start
-    save({"rows": rows})
-    atomic_write_bytes(args.out / "criteria.md", markdown(command, args, rows, total).encode())
+    save({"rows": rows, "not_run": [list(pair) for pair in skipped]})
+    report = markdown(command, args, rows, total, skipped)
+    atomic_write_bytes(args.out / "criteria.md", report.encode())
     plot(rows, args.out / "criteria.png")
-    print(markdown(command, args, rows, total))
+    print(report)
     return 0
 
 

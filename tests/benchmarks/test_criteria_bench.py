@@ -58,3 +58,17 @@ def test_rejects_unknown_methods_and_a_missing_checkpoint(tmp_path):
                 ["--checkpoint", str(tmp_path / "none.pt")]):
         with pytest.raises(SystemExit):
             criteria.parse_args(bad + ["--out", str(tmp_path)])
+
+
+def test_time_budget_stops_starting_runs(tiny_cifar, tmp_path):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "dense.pt"
+    torch.save(build_cnn_model("resnet20").state_dict(), checkpoint)
+    out = tmp_path / "bench"
+    assert criteria.main(["--checkpoint", str(checkpoint), "--finetune-steps", "1", "--batch-size", "20",
+                          "--latency-repeats", "1", "--seeds", "0,1", "--criteria", "l1,fsm", "--masks", "",
+                          "--time-budget", "0.001", "--out", str(out)]) == 0
+    saved = json.loads((out / "criteria.json").read_text())
+    assert [r["method"] for r in saved["runs"]] == ["l1"]  # the first run always starts
+    assert saved["not_run"] == [["fsm", 0], ["l1", 1], ["fsm", 1]]
+    assert "Not run (time budget of 0 s reached): fsm seed 0, l1 seed 1, fsm seed 1." in (out / "criteria.md").read_text()
