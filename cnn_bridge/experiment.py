@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gnnprune.io import atomic_torch_save, atomic_write_json
+from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from gnnprune.masks import MaskEngine
 
 from .adapters import WeightMasks, weight_mask
@@ -19,7 +19,7 @@ from .counting import count_model
 from .data import ImageData, load_cifar10, load_digits
 from .models import build_cnn_model, cnn_model_spec
 from .rgp import LayerGraph, RGPConfig, random_element_masks, records_as_dicts, rgp_masks
-from .train import CNNTrainConfig, train_cnn
+from .train import CHECKPOINT_FILE, CNNTrainConfig, evaluate_cnn, train_cnn
 
 MaskBuilder = Callable[[nn.Module, MaskEngine, RGPConfig], list[LayerGraph]]
 
@@ -133,10 +133,6 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         "model_input": list(spec.input_shape),
     }
     if config.checkpoint is not None:
-        from gnnprune.io import safe_torch_load
-
-        from .train import evaluate_cnn
-
         model.load_state_dict(safe_torch_load(config.checkpoint))
         evaluate_test = lambda: evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std,  # noqa: E731
                                              config.train.eval_batch_size)
@@ -213,10 +209,6 @@ def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike
               file=sys.stderr, flush=True)
 
     if resume:
-        from gnnprune.io import safe_torch_load
-
-        from .train import CHECKPOINT_FILE
-
         history.extend(safe_torch_load(out / CHECKPOINT_FILE).get("history", []))
     result = train_cnn(model, data, config.train, progress=progress, description=config.model,
                        checkpoint_dir=out, resume=resume, on_epoch=on_epoch)
