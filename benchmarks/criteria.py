@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--mac-reduction", type=float, default=0.5)
-    p.add_argument("--checkpoint", type=Path, help="dense state_dict to start every run from (else one is trained per seed)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="dense state_dict to start every run from (else one is trained per seed)")
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--pretrain-lr", type=float, default=0.1)
     p.add_argument("--finetune-epochs", type=int, default=1)
@@ -193,7 +194,8 @@ def plot(rows: list[dict], path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def finetune_config(args: argparse.Namespace, seed: int, epochs: int | None = None, lr: float | None = None) -> CNNTrainConfig:
+def finetune_config(args: argparse.Namespace, seed: int, epochs: int | None = None,
+                    lr: float | None = None) -> CNNTrainConfig:
     """The fine-tuning recipe of every run (``epochs``/``lr`` given: the per-seed pretraining)."""
     pretraining = epochs is not None
     return CNNTrainConfig(epochs=epochs if pretraining else args.finetune_epochs, batch_size=args.batch_size,
@@ -205,7 +207,8 @@ def mask_run(args: argparse.Namespace, name: str, seed: int, checkpoint: Path, d
     """``name`` masks on the checkpoint's weights at the criteria's MAC budget, fine-tuned alike."""
     spec = cnn_model_spec(args.model)
     density = density_for_mac_reduction(build_cnn_model(args.model), spec.input_shape, args.mac_reduction)
-    config = RGPRunConfig(model=args.model, mask=name, rgp=RGPConfig(groups=args.rgp_groups, density=density, seed=seed),
+    config = RGPRunConfig(model=args.model, mask=name,
+                          rgp=RGPConfig(groups=args.rgp_groups, density=density, seed=seed),
                           train=finetune_config(args, seed), train_subset=args.train_subset,
                           test_subset=args.test_subset, checkpoint=str(checkpoint))
     record = run_rgp(config, data, None, progress=True, dense_accuracy=dense_accuracy)
@@ -224,7 +227,8 @@ def main(argv=None) -> int:
     from cnn_bridge.data import load_cifar10
 
     data = load_cifar10(args.data_root)
-    previous = json.loads((args.out / "criteria.json").read_text()) if args.resume and (args.out / "criteria.json").exists() else {}
+    saved = args.out / "criteria.json"
+    previous = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
     runs: list[dict] = previous.get("runs", [])
     done = {(method_of(r), r["seed"]) for r in runs}
     methods = args.criteria + args.masks
