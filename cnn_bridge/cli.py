@@ -1,7 +1,8 @@
-"""The ``gnnprune cnn`` commands: ``rgp`` (train under one-shot regular-graph block masks),
-``prune`` (structured filter pruning, fine-tuning, compaction), ``rmnet`` (ResNet -> plain network),
-``analyse`` (layer modularity, CKA / GBS similarity, ReLU gating complexity) and ``jackpot`` (a mask
-searched in frozen pre-trained weights).
+"""The ``gnnprune cnn`` commands: ``train`` (a dense CNN, checkpointed every epoch, resumable),
+``rgp`` (train under one-shot regular-graph block masks), ``prune`` (structured filter pruning,
+fine-tuning, compaction), ``rmnet`` (ResNet -> plain network), ``analyse`` (layer modularity,
+CKA / GBS similarity, ReLU gating complexity) and ``jackpot`` (a mask searched in frozen
+pre-trained weights).
 
 :func:`gnnprune.cli.build_parser` makes the ``cnn`` parser and calls :func:`add_commands` only when
 the command line asks for ``cnn`` (or the whole parser is built), so ``gnnprune prune`` never imports
@@ -30,16 +31,96 @@ def _add_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> None:
 
 
 def add_commands(cnn: argparse.ArgumentParser) -> None:
-    """Add the ``rgp`` and ``prune`` subcommands to ``cnn``, the ``gnnprune cnn`` parser.
+    """Add the ``train``, ``rgp`` and ``prune`` subcommands to ``cnn``, the ``gnnprune cnn`` parser.
 
     Each sets ``cnn_handler``, which :func:`gnnprune.cli.main` calls with the parsed arguments.
     """
     cnn_sub = cnn.add_subparsers(dest="cnn_command", required=True, parser_class=_Parser)
+    _add_train(cnn_sub)
     _add_rgp(cnn_sub)
     _add_prune(cnn_sub)
     _add_rmnet(cnn_sub)
     _add_analyse(cnn_sub)
     _add_jackpot(cnn_sub)
+
+
+def _add_train(cnn_sub) -> None:
+    from .train import Precision, Schedule
+
+    p = cnn_sub.add_parser("train", help="train a dense CNN, checkpointed every epoch and resumable",
+                           description=(
+                               "Train a dense CNN with SGD (Nesterov momentum) and a per-step cosine or one-cycle "
+                               "learning rate, optionally in bf16 autocast (weights and optimizer stay fp32, "
+                               "evaluation is fp32) and channels-last memory. After every epoch OUT/checkpoint.pt "
+                               "(model, optimizer, random generator, epoch) and OUT/history.json (per-epoch loss, "
+                               "train and test accuracy) are written atomically; --resume continues from them "
+                               "exactly. At the end OUT/model.pt (the final state_dict) and OUT/metrics.json."),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
+    p.add_argument("--epochs", type=_positive_int, default=40)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    p.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.COSINE.value,
+                   help="cosine after a linear warm-up, or one-cycle (linear up from lr/25, linear down to 0)")
+    p.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0,
+                   help="warm-up length in epochs (one-cycle: 0 means 30%% of the run)")
+    p.add_argument("--precision", choices=[m.value for m in Precision], default=Precision.FP32.value,
+                   help="arithmetic of the training forward/backward pass (bf16: CPU autocast)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
+    p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from OUT/checkpoint.pt (give the same options)")
+    _add_run_arguments(p, threads_help="torch CPU threads")
+    p.set_defaults(cnn_handler=_train_command)
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from gnnprune.data import DataNotFoundError
+    from gnnprune.io import OutputExistsError, check_new_folder
+
+    from .experiment import IMAGE_DATASETS, TrainRunConfig, check_choice, run_training
+    from .models import cnn_model_spec
+    from .train import CHECKPOINT_FILE, CNNTrainConfig
+
+    try:
+        cnn_model_spec(args.model)
+        check_choice("dataset", args.dataset, IMAGE_DATASETS)
+        if args.label_smoothing >= 1:
+            raise ValueError(f"--label-smoothing must be < 1, got {args.label_smoothing}")
+        data = IMAGE_DATASETS[args.dataset](args.data_root)
+        subset = data.subset(args.train_subset, args.test_subset)  # validates the subset sizes
+        steps_per_epoch = math.ceil(len(subset.train_y) / args.batch_size)
+        train = CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               weight_decay=args.weight_decay, warmup_steps=round(args.warmup_epochs * steps_per_epoch),
+                               augment=not args.no_augment, seed=args.seed, precision=args.precision,
+                               channels_last=args.channels_last, schedule=args.schedule,
+                               label_smoothing=args.label_smoothing, eval_every_epoch=True)
+        config = TrainRunConfig(model=args.model, dataset=args.dataset, train=train,
+                                train_subset=args.train_subset, test_subset=args.test_subset)
+        if args.resume:
+            if not (args.out / CHECKPOINT_FILE).is_file():
+                raise ValueError(f"--resume: {args.out / CHECKPOINT_FILE} does not exist")
+        else:
+            check_new_folder(args.out)
+    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        record = run_training(config, data, args.out, resume=args.resume, progress=not args.no_progress)
+    except ValueError as exc:  # a checkpoint written with other settings, or a corrupt one
+        raise UsageError(str(exc)) from None
+    print(f"{args.model}: test accuracy {record['test_accuracy']:.4f} after {len(record['history'])} epochs; "
+          f"train {record['train_time_s']:.1f} s")
+    print(f"wrote {args.out}/model.pt and {args.out}/metrics.json")
+    return 0
 
 
 def _add_rgp(cnn_sub) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gnnprune.io import atomic_torch_save, atomic_write_json
+from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 from gnnprune.masks import MaskEngine
 
 from .adapters import WeightMasks, weight_mask
@@ -18,7 +19,7 @@ from .counting import count_model
 from .data import ImageData, load_cifar10, load_digits
 from .models import build_cnn_model, cnn_model_spec
 from .rgp import LayerGraph, RGPConfig, random_element_masks, records_as_dicts, rgp_masks
-from .train import CNNTrainConfig, train_cnn
+from .train import CHECKPOINT_FILE, CNNTrainConfig, evaluate_cnn, train_cnn
 
 MaskBuilder = Callable[[nn.Module, MaskEngine, RGPConfig], list[LayerGraph]]
 
@@ -77,6 +78,8 @@ class RGPRunConfig:
         mask: a name in :data:`MASKS`.
         dataset: a name in :data:`IMAGE_DATASETS`.
         train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+        checkpoint: a dense state_dict to mask and fine-tune (``train`` is then the fine-tuning);
+            ``None`` trains from scratch under the masks.
     """
 
     model: str = "resnet20"
@@ -86,6 +89,7 @@ class RGPRunConfig:
     train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
     train_subset: int | None = None
     test_subset: int | None = None
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         cnn_model_spec(self.model)
@@ -94,11 +98,13 @@ class RGPRunConfig:
 
 
 def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None = None,
-            progress: bool = True) -> dict:
-    """Train ``config.model`` from scratch under fixed masks; write ``out/{metrics.json, masks.pt, model.pt}``.
+            progress: bool = True, dense_accuracy: float | None = None) -> dict:
+    """Train ``config.model`` under fixed masks, from scratch or from ``config.checkpoint``; write
+    ``out/{metrics.json, masks.pt, model.pt}``.
 
     Args:
         data: the full data set; the configured subsets are drawn from it (seeded by the run's seed).
+        dense_accuracy: the checkpoint's test accuracy when already measured (not evaluated again).
     Returns:
         the metrics record (also in ``metrics.json``).
     """
@@ -126,6 +132,13 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         "mask_time_s": mask_time,
         "model_input": list(spec.input_shape),
     }
+    if config.checkpoint is not None:
+        model.load_state_dict(safe_torch_load(config.checkpoint))
+        evaluate_test = lambda: evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std,  # noqa: E731
+                                             config.train.eval_batch_size)
+        record["accuracy"] = {"dense": evaluate_test() if dense_accuracy is None else dense_accuracy}
+        masks.apply()
+        record["accuracy"]["masked_before_finetune"] = evaluate_test()
     if out is not None:
         out = Path(out)
         atomic_write_json(out / "metrics.json", record)
@@ -139,4 +152,68 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
 
 
 def _config_dict(config: RGPRunConfig) -> dict:
-    return asdict(config)
+    return {**asdict(config), "train": config.train.record()}
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """A dense training run (``gnnprune cnn train``).
+
+    Attributes:
+        model: a name in :data:`cnn_bridge.models.CNN_MODELS`.
+        dataset: a name in :data:`IMAGE_DATASETS`.
+        train: the training recipe.
+        train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+    """
+
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        cnn_model_spec(self.model)
+        check_choice("dataset", self.dataset, IMAGE_DATASETS)
+
+
+def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike, resume: bool = False,
+                 progress: bool = True) -> dict:
+    """Train a dense model, checkpointing to ``out/checkpoint.pt`` and logging ``out/history.json``
+    after every epoch; ``resume`` continues from the checkpoint. Writes ``out/model.pt`` (final
+    state_dict) and ``out/metrics.json`` at the end.
+
+    Args:
+        data: the full data set; the configured subsets are drawn from it (seeded by the run's seed).
+    Returns:
+        the metrics record (also in ``metrics.json``).
+    """
+    out = Path(out)
+    seed = config.train.seed
+    torch.manual_seed(seed)
+    data = data.subset(config.train_subset, config.test_subset, seed=seed)
+    model = build_cnn_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
+    record = {"status": "running", "config": {**asdict(config), "train": config.train.record()},
+              "data": data.name, "seed": seed, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if not resume:
+        atomic_write_json(out / "metrics.json", record)
+    log = lambda entry: atomic_write_json(out / "history.json", {"config": record["config"],  # noqa: E731
+                                                                 "history": history + [entry]})
+    history: list[dict] = []
+
+    def on_epoch(entry: dict) -> None:
+        log(entry)
+        history.append(entry)
+        accuracy = f", test accuracy {entry['test_accuracy']:.4f}" if "test_accuracy" in entry else ""
+        print(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}{accuracy} ({entry['epoch_time_s']:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    if resume:
+        history.extend(safe_torch_load(out / CHECKPOINT_FILE).get("history", []))
+    result = train_cnn(model, data, config.train, progress=progress, description=config.model,
+                       checkpoint_dir=out, resume=resume, on_epoch=on_epoch)
+    record.update(result)
+    record["status"] = "done"
+    atomic_torch_save(model.state_dict(), out / "model.pt")
+    atomic_write_json(out / "metrics.json", record)
+    return record

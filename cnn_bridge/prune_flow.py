@@ -91,8 +91,10 @@ def _batches(images: Tensor, data: ImageData, batch_size: int = 64) -> list[Tens
 
 
 def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, dense_accuracy: float | None = None) -> dict:
     """Load or train, score, mask, fine-tune, compact, count and time; write ``out/`` files.
+
+    ``dense_accuracy``: the checkpoint's test accuracy when already measured (not evaluated again).
 
     Writes ``metrics.json``, ``masks.pt`` (the engine's state), ``compact.pt`` and
     ``architecture.json`` (see :func:`cnn_bridge.compact.load_compact`).
@@ -115,7 +117,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
         record["pretrain"] = train_cnn(model, data, config.pretrain, progress=progress, description="pretrain")
     record["times_s"]["pretrain"] = time.perf_counter() - clock
     evaluate_test = lambda m: evaluate_cnn(m, data.test_x, data.test_y, data.mean, data.std)  # noqa: E731
-    record["accuracy"] = {"dense": evaluate_test(model)}
+    record["accuracy"] = {"dense": evaluate_test(model) if dense_accuracy is None else dense_accuracy}
 
     clock = time.perf_counter()
     layers = prunable_layers(model, input_shape)

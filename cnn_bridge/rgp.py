@@ -94,6 +94,25 @@ def layer_degree(n: int, density: float) -> int:
     return k
 
 
+def density_for_mac_reduction(model: nn.Module, input_shape: tuple[int, ...], reduction: float) -> float:
+    r"""The density :math:`\rho` of the pruned layers that removes ``reduction`` of the model's MACs.
+
+    With :math:`M_p` the MACs of :func:`prunable_convs` and :math:`M_f` those of the dense rest,
+    :math:`\rho M_p + M_f = (1 - r)(M_p + M_f)`. ``ValueError`` if the dense rest alone exceeds the target.
+    """
+    from .counting import layer_counts
+
+    prunable = {name for name, _ in prunable_convs(model)}
+    counts = layer_counts(model, input_shape)
+    pruned_macs = sum(c.macs for c in counts if c.name in prunable)
+    fixed_macs = sum(c.macs for c in counts if c.name not in prunable)
+    density = ((1.0 - reduction) * (pruned_macs + fixed_macs) - fixed_macs) / pruned_macs
+    if not 0.0 < density < 1.0:
+        raise ValueError(f"a MAC reduction of {reduction} needs density {density:.4f} in the pruned layers, "
+                         "outside (0, 1)")
+    return density
+
+
 def check_groups(model: nn.Module, groups: int) -> None:
     """``ValueError`` if no prunable layer has ``groups`` channels on both sides."""
     widest = max((min(m.in_channels, m.out_channels) for _, m in prunable_convs(model)), default=0)

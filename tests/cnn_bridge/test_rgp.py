@@ -65,3 +65,21 @@ def test_random_element_masks_keep_the_same_count():
     random_element_masks(model, engine, {"conv2": 2304, "conv3": 100}, seed=0)
     assert engine.site("conv2.weight").live == 2304 and engine.site("conv3.weight").live == 100
     assert engine.site("conv2.weight").kind == SiteKind.WEIGHT
+
+
+def test_density_for_mac_reduction_hits_the_target():
+    from cnn_bridge.counting import count_model
+    from cnn_bridge.models import build_cnn_model
+    from cnn_bridge.rgp import density_for_mac_reduction
+
+    model = build_cnn_model("resnet20")
+    density = density_for_mac_reduction(model, (3, 32, 32), 0.5)
+    convs = prunable_convs(model)
+    dense = count_model(model, (3, 32, 32))["macs"]["dense"]
+    assert len(convs) == 18  # 3 stages x 3 blocks x 2 convs, outputs 32x32, 16x16, 8x8
+    prunable = sum(conv.weight.numel() * positions for (_, conv), positions in zip(convs, [1024] * 6 + [256] * 6 + [64] * 6))
+    # the first conv (3 -> 16 at 32x32) and the classifier (64 -> 10) stay dense
+    assert dense - prunable == 3 * 16 * 9 * 1024 + 640
+    assert density * prunable + (dense - prunable) == pytest.approx(0.5 * dense)
+    with pytest.raises(ValueError, match="outside"):
+        density_for_mac_reduction(model, (3, 32, 32), 0.999)
