@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,8 +68,11 @@ def evaluate_cnn(model: nn.Module, images: Tensor, labels: Tensor, mean, std, ba
 
 
 def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
-              progress: bool = True, description: str = "train") -> dict:
+              progress: bool = True, description: str = "train",
+              after_step: Callable[[int], None] | None = None) -> dict:
     """Train ``model`` in place; masked weights are zero from the start and stay zero.
+
+    ``after_step(step)`` (if given) runs after each optimizer step with the number of steps done.
 
     Returns:
         ``{"test_accuracy", "train_accuracy", "final_loss", "train_time_s", "eval_time_s"}``.
@@ -104,6 +108,8 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             loss_sum += loss.item() * len(index)
             seen += len(index)
             step += 1
+            if after_step is not None:
+                after_step(step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
     bar.close()
