@@ -6,7 +6,7 @@ import pytest
 from cnn_bridge.compact import load_compact
 from cnn_bridge.counting import count_model
 from cnn_bridge.data import load_digits
-from cnn_bridge.prune_flow import PruneRunConfig, run_prune
+from cnn_bridge.prune_flow import PruneFlow, PruneRunConfig, run_prune
 from cnn_bridge.train import CNNTrainConfig
 
 
@@ -42,6 +42,35 @@ def test_end_to_end_on_digits(tmp_path, criterion):
     assert written["status"] == "done"
     small = load_compact(tmp_path, (1, 8, 8))
     assert count_model(small, (1, 8, 8))["macs"]["dense"] == record["compact_counts"]["macs"]
+
+
+def test_config_rejects_bad_technique_combinations():
+    with pytest.raises(ValueError, match="train subset"):
+        PruneRunConfig(allocation="snf")
+    with pytest.raises(ValueError, match="cannot use snf"):
+        PruneRunConfig(criterion="sensitivity", allocation="snf", train_subset=100)
+    with pytest.raises(ValueError):
+        PruneRunConfig(flow="magic")
+    assert PruneRunConfig(flow="asc").flow is PruneFlow.ASC
+
+
+@pytest.mark.parametrize("technique", [{"flow": "asc"}, {"criterion": "cap"},
+                                       {"criterion": "l1", "allocation": "snf", "train_subset": 1000}])
+def test_techniques_end_to_end_on_digits(technique):
+    config = PruneRunConfig(model="convnet", dataset="digits", mac_reduction=0.5,
+                            pretrain=CNNTrainConfig(epochs=8, lr=0.05, batch_size=64, augment=False),
+                            finetune=CNNTrainConfig(epochs=2, lr=0.01, batch_size=64, augment=False),
+                            latency_repeats=1, latency_batches=(1,), **technique)
+    record = run_prune(config, load_digits(), None, progress=False)
+    assert record["accuracy"]["masked_after_finetune"] >= 0.9
+    assert 0.45 <= record["counts"]["macs"]["ratio"] <= 0.5
+    assert record["compact_counts"]["macs"] == record["counts"]["macs"]["pruned"]
+    assert record["compact_max_abs_diff"] <= 1e-5
+    if "flow" in technique:  # the merge after the tied phase leaves the outputs as they were
+        assert record["asc"]["merge_max_abs_diff"] <= 1e-5
+        assert record["accuracy"]["masked_after_finetune"] == record["asc"]["accuracy_before_merge"]
+    if "allocation" in technique:
+        assert record["snf"]["loss"] <= record["snf"]["uniform_loss"]
 
 
 def test_cli_prune_writes_compact_model(tmp_path, capsys):
