@@ -56,10 +56,10 @@ class CAPConfig:
     """
 
     epochs: int = 1
-    lr: float = 0.02
+    lr: float = 0.1
     batch_size: int = 128
-    polarisation: float = 0.1
-    t: float = 0.6
+    polarisation: float = 1.0
+    t: float = 1.0
     init_mask: float = 0.9
     score_images: int = 512
     augment: bool = True

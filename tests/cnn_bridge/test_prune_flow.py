@@ -89,6 +89,8 @@ def test_cli_prune_writes_compact_model(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--criterion", "magic"], "choose one of l1"),
     (["--checkpoint", "missing.pt"], "missing.pt"),
+    (["--allocation", "snf"], "needs a MAC reduction and a train subset"),
+    (["--allocation", "snf", "--criterion", "sensitivity", "--train-subset", "500"], "cannot use snf"),
 ])
 def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     from gnnprune.cli import main
