@@ -169,7 +169,8 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     if config.criterion in DATA_DRIVEN:
         features = collect_features(model, layers, _batches(data.train_x[:config.feature_images], data))
     if config.criterion in TRAINED:
-        learned, record["cap"] = _cap_phase(model, layers, data, replace(config.cap, seed=seed, augment=config.finetune.augment), progress)
+        cap = replace(config.cap, seed=seed, augment=config.finetune.augment)
+        learned, record["cap"] = _cap_phase(model, layers, data, cap, progress)
     scores = score_layers(model, layers, criterion, features, learned)
     record["times_s"]["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -182,11 +183,10 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
         fractions, tolerance = sensitivity_fractions(macs, drops, config.sensitivity_fractions, config.mac_reduction)
         record["sensitivity"] = {"probe_accuracy": base, "fractions_tried": list(config.sensitivity_fractions),
                                  "drops": drops, "tolerance": tolerance}
+        keep = keep_for_fractions(scores, fractions)
     else:
         fraction = config.fraction if config.fraction is not None else uniform_fraction_for(macs, config.mac_reduction)
-        fractions = {layer.conv: fraction for layer in layers}
-    if config.allocation is not Allocation.SNF:
-        keep = keep_for_fractions(scores, fractions)
+        keep = keep_for_fractions(scores, {layer.conv: fraction for layer in layers})
     record["times_s"]["allocate"] = time.perf_counter() - clock
     if config.flow is PruneFlow.ASC:
         engine, masks, keep = _asc_phase(model, layers, keep, data, config, record, evaluate_test, progress)
