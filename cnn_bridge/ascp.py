@@ -24,6 +24,10 @@ The paper's code is not public; this is built from its description, with these c
 - **Reconstruction.** Every member of a cluster is set to the cluster mean of the filter, the
   batch-norm :math:`\gamma, \beta` and the running mean and variance (the conv bias too, if any),
   so members compute identical channels in train and eval mode.
+- **Batch-norm statistics.** The mean of the members' running variances is not the variance of
+  the averaged filter's output, and the tied phase is short, so after the last step the running
+  statistics are re-estimated on ``calibration_images`` training images (identical members get
+  identical statistics, so the merge stays exact).
 - **Merge.** The lowest index of a cluster is its representative; for a consumer ``W'``,
   :math:`W'_{:, r} \mathrel{+}= \sum_{j \in \mathrm{cluster}, j \ne r} W'_{:, j}`, and the other
   members are masked (their activation is then exactly zero).
@@ -51,15 +55,20 @@ class ASCPConfig:
         reconstructions: cluster-and-reconstruct events over the fine-tuning steps (``K``).
         decay: ``d`` in (0, 1], the factor by which each event's rate increment shrinks (1: linear).
         tied_fraction: final share of the steps trained with the last clusters held identical.
+        calibration_images: training images the batch-norm statistics are re-estimated on after
+            the last step (0: not re-estimated).
     """
 
     reconstructions: int = 8
     decay: float = 0.7
     tied_fraction: float = 0.25
+    calibration_images: int = 512
 
     def __post_init__(self) -> None:
         if self.reconstructions < 1 or not 0 < self.decay <= 1 or not 0 <= self.tied_fraction < 1:
             raise ValueError(f"need reconstructions >= 1, decay in (0, 1] and tied_fraction in [0, 1); got {self}")
+        if self.calibration_images < 0:
+            raise ValueError(f"need calibration_images >= 0; got {self}")
 
 
 def pruned_schedule(pruned: int, events: int, decay: float) -> list[int]:

@@ -40,7 +40,7 @@ from .latency import paired_latency
 from .channel_scores import apply_central_compensation, collect_features, score_layers
 from .sensitivity import sensitivity_drops, sensitivity_fractions
 from .snf import SNFConfig, adaptive_bn_loss, snf_allocate
-from .train import CNNTrainConfig, evaluate_cnn, train_cnn
+from .train import CNNTrainConfig, evaluate_cnn, reestimate_batch_norm, train_cnn
 
 
 class PruneFlow(str, Enum):
@@ -266,6 +266,9 @@ def _asc_phase(model, layers, keep: dict[str, Tensor], data: ImageData, config: 
     soft = SoftClusterPruning(model, layers, pruned, steps, config.ascp)
     finetune = train_cnn(model, data, config.finetune, None, progress=progress, description="finetune asc",
                          after_step=soft)
+    record["asc"] = {"accuracy_before_calibration": finetune["test_accuracy"]}
+    if config.ascp.calibration_images:
+        reestimate_batch_norm(model, _batches(data.train_x[:config.ascp.calibration_images], data))
     model.eval()
     probe = normalise(data.test_x[:64], data.mean, data.std)
     with torch.no_grad():
@@ -277,8 +280,7 @@ def _asc_phase(model, layers, keep: dict[str, Tensor], data: ImageData, config: 
     with torch.no_grad():
         merge_diff = float((model(probe) - reconstructed).abs().max())
     record["finetune"] = finetune
-    # train_cnn measured its test accuracy after the last step's reconstruction, before the merge
-    record["asc"] = {"accuracy_before_merge": finetune["test_accuracy"], "merge_max_abs_diff": merge_diff}
+    record["asc"]["merge_max_abs_diff"] = merge_diff
     record["accuracy"]["masked_before_finetune"] = None
     record["accuracy"]["masked_after_finetune"] = evaluate_test(model)
     return engine, masks, keep

@@ -41,6 +41,7 @@ from gnnprune.masks import relative_tolerance, tie_order
 from .allocation import MacModel
 from .compact import PrunableLayer
 from .criteria import TIE_RTOL
+from .train import reestimate_batch_norm
 
 
 @dataclass(frozen=True)
@@ -142,27 +143,20 @@ def adaptive_bn_loss(model: nn.Module, layers: Sequence[PrunableLayer], keep: di
     """Validation cross-entropy under ``keep`` after re-estimating batch-norm statistics on ``calibration``
     (normalised batches); the model's batch-norm buffers are restored afterwards."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum) for m in norms]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     try:
         with masked_channels(model, layers, keep):
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the calibration batches
-            model.train()
-            for batch in calibration:
-                model(batch)
-            model.eval()
+            reestimate_batch_norm(model, calibration)
             total, count = 0.0, 0
             for images, labels in validation:
                 total += float(F.cross_entropy(model(images), labels, reduction="sum"))
                 count += len(labels)
         return total / count
     finally:
-        for m, (mean, var, tracked, momentum) in zip(norms, saved):
+        for m, (mean, var, tracked) in zip(norms, saved):
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(tracked)
-            m.momentum = momentum
 
 
 def snf_allocate(macs: MacModel, scores: dict[str, Tensor], reduction: float,

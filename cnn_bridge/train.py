@@ -67,6 +67,25 @@ def evaluate_cnn(model: nn.Module, images: Tensor, labels: Tensor, mean, std, ba
     return correct / len(labels)
 
 
+@torch.no_grad()
+def reestimate_batch_norm(model: nn.Module, batches) -> None:
+    """Replace every batch norm's running statistics by their average over ``batches`` (normalised
+    images, forward passes in train mode, no parameter changes); leaves the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
 def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
               progress: bool = True, description: str = "train",
               after_step: Callable[[int], None] | None = None) -> dict:

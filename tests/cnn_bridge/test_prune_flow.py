@@ -68,7 +68,6 @@ def test_techniques_end_to_end_on_digits(technique):
     assert record["compact_max_abs_diff"] <= 1e-5
     if "flow" in technique:  # the merge after the tied phase leaves the outputs as they were
         assert record["asc"]["merge_max_abs_diff"] <= 1e-5
-        assert record["accuracy"]["masked_after_finetune"] == record["asc"]["accuracy_before_merge"]
     if "allocation" in technique:
         assert record["snf"]["loss"] <= record["snf"]["uniform_loss"]
 

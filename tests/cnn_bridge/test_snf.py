@@ -86,3 +86,15 @@ def test_held_out_images_lie_outside_the_training_subset():
     assert torch.bincount(val_y).tolist() == [10, 10, 10, 10]
     with pytest.raises(ValueError, match="train subset"):
         data.held_out(None, 10)
+
+
+def test_reestimated_batch_norm_statistics_average_the_batches():
+    from cnn_bridge.train import reestimate_batch_norm
+
+    bn = torch.nn.BatchNorm2d(2)
+    model = torch.nn.Sequential(bn)
+    first, second = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3) + 1.0
+    reestimate_batch_norm(model, [first, second])
+    expected = (first.mean((0, 2, 3)) + second.mean((0, 2, 3))) / 2
+    assert torch.allclose(bn.running_mean, expected, atol=1e-6)
+    assert bn.momentum == 0.1 and not model.training
