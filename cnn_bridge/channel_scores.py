@@ -38,17 +38,21 @@ def collect_features(model: nn.Module, layers: Sequence[PrunableLayer], batches:
     return {name: torch.cat(parts) for name, parts in store.items()}
 
 
-def layer_view(model: nn.Module, layer: PrunableLayer, features: dict[str, Tensor] | None = None) -> LayerView:
+def layer_view(model: nn.Module, layer: PrunableLayer, features: dict[str, Tensor] | None = None,
+               learned: dict[str, Tensor] | None = None) -> LayerView:
     return LayerView(layer.conv, model.get_submodule(layer.conv),
                      model.get_submodule(layer.bn) if layer.bn else None,
                      tuple(model.get_submodule(name) for name in layer.consumers),
-                     None if features is None else features.get(layer.conv))
+                     None if features is None else features.get(layer.conv),
+                     None if learned is None else learned.get(layer.conv))
 
 
 def score_layers(model: nn.Module, layers: Sequence[PrunableLayer], criterion: Criterion,
-                 features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """``{conv name: scores [C]}``; low scores are pruned first."""
-    return {layer.conv: criterion(layer_view(model, layer, features)) for layer in layers}
+                 features: dict[str, Tensor] | None = None,
+                 learned: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """``{conv name: scores [C]}``; low scores are pruned first. ``learned``: a training phase's
+    per-channel importance (``cap``)."""
+    return {layer.conv: criterion(layer_view(model, layer, features, learned)) for layer in layers}
 
 
 def apply_central_compensation(model: nn.Module, layers: Sequence[PrunableLayer], keep: dict[str, Tensor],

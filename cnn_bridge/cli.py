@@ -133,7 +133,8 @@ def _add_rgp(cnn_sub) -> None:
                                "(accuracy, params and MACs dense vs pruned, per-layer graph statistics, wall "
                                "times), OUT/masks.pt and OUT/model.pt."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50")
+    p.add_argument("--model", default="resnet20",
+                   help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50, ghost_resnet20, ghost_resnet56")
     p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--mask", default="rgp",
                    help="rgp (optimised regular graph), random-regular (not rewired), random-element "
@@ -212,6 +213,12 @@ def _add_prune(cnn_sub) -> None:
                         "vgg16_bn, convnet")
     p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--criterion", default="l1", help=", ".join(CRITERIA))
+    p.add_argument("--flow", default="score", choices=("score", "asc"),
+                   help="score: mask the lowest-scoring channels, then fine-tune; asc: fine-tune while clustering and "
+                        "reconstructing filters (ASCP), then merge each cluster into one channel")
+    p.add_argument("--allocation", default="uniform", choices=("uniform", "snf"),
+                   help="channels kept per layer: one fraction for all layers, or searched on training images held "
+                        "out of --train-subset (SNF; needs --train-subset and a MAC reduction)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--mac-reduction", type=_density,
                         help="fraction of MACs to remove; one pruned fraction for all layers is searched "
@@ -257,7 +264,8 @@ def _prune_command(args: argparse.Namespace) -> int:
             pretrain=training(args.pretrain_epochs, args.pretrain_lr, args.seed),
             finetune=training(args.finetune_epochs, args.finetune_lr, args.seed),
             feature_images=args.feature_images, sensitivity_images=args.sensitivity_images,
-            latency_repeats=args.latency_repeats, train_subset=args.train_subset, test_subset=args.test_subset)
+            latency_repeats=args.latency_repeats, train_subset=args.train_subset, test_subset=args.test_subset,
+            flow=args.flow, allocation=args.allocation)
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
         if args.checkpoint is not None:
@@ -279,7 +287,8 @@ def _prune_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     record = run_prune(config, data, args.out, progress=not args.no_progress)
     acc, counts, lat = record["accuracy"], record["counts"], record["latency_s"]
-    print(f"{args.model} {args.criterion}: accuracy dense {acc['dense']:.4f}, masked {acc['masked_before_finetune']:.4f} "
+    masked = "n/a (asc)" if acc["masked_before_finetune"] is None else f"{acc['masked_before_finetune']:.4f}"
+    print(f"{args.model} {args.criterion}: accuracy dense {acc['dense']:.4f}, masked {masked} "
           f"-> fine-tuned {acc['masked_after_finetune']:.4f}; MACs {counts['macs']['pruned']}/{counts['macs']['dense']}; "
           f"params {counts['params']['pruned']}/{counts['params']['dense']}; compact max |diff| "
           f"{record['compact_max_abs_diff']:.2e}; batch-64 latency masked {lat['batch_64']['masked'] * 1e3:.1f} ms, "

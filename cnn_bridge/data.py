@@ -54,8 +54,26 @@ class ImageData:
         return ImageData(train_x, train_y, test_x, test_y, self.mean, self.std, self.num_classes,
                          f"{self.name}[train={len(train_y)},test={len(test_y)}]")
 
+    def held_out(self, train: int | None, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """``n`` class-stratified training images outside ``subset(train, seed=seed)``'s training split
+        (a validation split), as ``(uint8 [n, C, H, W], labels [n])``. With ``train=None`` every training
+        image is used for training and none is held out, so this raises ``ValueError``."""
+        if train is None:
+            raise ValueError("no training image is held out when the whole training split is used; give a train subset")
+        used = _stratified_index(self.train_y, train, torch.Generator().manual_seed(seed))
+        rest = torch.ones(len(self.train_y), dtype=torch.bool)
+        rest[used] = False
+        rest = rest.nonzero().view(-1)
+        pick = rest[_stratified_index(self.train_y[rest], n, torch.Generator().manual_seed(seed + 1))]
+        return self.train_x[pick], self.train_y[pick]
+
 
 def _stratified(x: Tensor, y: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    index = _stratified_index(y, n, generator)
+    return x[index], y[index]
+
+
+def _stratified_index(y: Tensor, n: int, generator: torch.Generator) -> Tensor:
     if not 1 <= n <= len(y):
         raise ValueError(f"subset size must be in [1, {len(y)}], got {n}")
     order = torch.randperm(len(y), generator=generator)
@@ -66,8 +84,7 @@ def _stratified(x: Tensor, y: Tensor, n: int, generator: torch.Generator) -> tup
         where = (labels == c).nonzero().view(-1)
         rank[where] = torch.arange(len(where))
     index = order[torch.argsort(rank * (int(y.max()) + 1) + labels, stable=True)[:n]]
-    index = index.sort().values
-    return x[index], y[index]
+    return index.sort().values
 
 
 def normalise(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:

@@ -7,13 +7,21 @@ criterion (:mod:`cnn_bridge.channel_scores`), kept to a budget (:mod:`cnn_bridge
 :mod:`cnn_bridge.sensitivity` for per-layer fractions from measured accuracy drops), fine-tuned
 under the masks, removed physically (:func:`cnn_bridge.compact.compact`) and timed
 (:mod:`cnn_bridge.latency`).
+
+Two flows (:class:`PruneFlow`): ``score`` masks the chosen channels and then fine-tunes; ``asc``
+(:mod:`cnn_bridge.ascp`) fine-tunes all channels while clustering and reconstructing filters,
+then merges each cluster into one channel. Two allocations (:class:`Allocation`) decide how many
+channels each layer keeps: ``uniform`` (one fraction for all layers) and ``snf``
+(:mod:`cnn_bridge.snf`, searched on held-out training images); ``sensitivity`` brings its own.
 """
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -22,6 +30,8 @@ from torch import Tensor
 from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
 
 from .allocation import MacModel, keep_for_fractions, uniform_fraction_for
+from .ascp import ASCPConfig, SoftClusterPruning
+from .cap import CAPConfig, ChannelGates, cap_scores, train_gates
 from .channel_masks import ChannelMasks, channel_engine
 from .compact import architecture, prunable_layers, remove_channels, save_compact
 from .counting import count_model
@@ -29,7 +39,23 @@ from .data import ImageData, normalise
 from .latency import paired_latency
 from .channel_scores import apply_central_compensation, collect_features, score_layers
 from .sensitivity import sensitivity_drops, sensitivity_fractions
-from .train import CNNTrainConfig, evaluate_cnn, train_cnn
+from .snf import SNFConfig, adaptive_bn_loss, snf_allocate
+from .train import CNNTrainConfig, evaluate_cnn, reestimate_batch_norm, train_cnn
+
+
+class PruneFlow(str, Enum):
+    """How the chosen channels are removed: ``score`` masks them, then fine-tunes; ``asc`` (ASCP)
+    fine-tunes while clustering and reconstructing filters, then merges the clusters."""
+
+    SCORE = "score"
+    ASC = "asc"
+
+
+class Allocation(str, Enum):
+    """How many channels each layer keeps: one fraction for all (``uniform``) or searched (``snf``)."""
+
+    UNIFORM = "uniform"
+    SNF = "snf"
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,10 @@ class PruneRunConfig:
         sensitivity_images: training images its accuracy drops are measured on.
         latency_batches, latency_repeats: CPU latency settings (median of alternated runs).
         train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+        flow: :class:`PruneFlow`; ``asc`` ignores the criterion except as ``snf``'s channel ranking.
+        allocation: :class:`Allocation` (``snf`` needs a MAC reduction and a train subset, whose
+            held-out training images are its validation split).
+        ascp, cap, snf: settings of the ``asc`` flow, the ``cap`` criterion and the ``snf`` allocation.
     """
 
     model: str = "resnet56"
@@ -66,6 +96,11 @@ class PruneRunConfig:
     latency_repeats: int = 5
     train_subset: int | None = None
     test_subset: int | None = None
+    flow: PruneFlow = PruneFlow.SCORE
+    allocation: Allocation = Allocation.UNIFORM
+    ascp: ASCPConfig = field(default_factory=ASCPConfig)
+    cap: CAPConfig = field(default_factory=CAPConfig)
+    snf: SNFConfig = field(default_factory=SNFConfig)
 
     def __post_init__(self) -> None:
         from .criteria import get_criterion
@@ -84,6 +119,14 @@ class PruneRunConfig:
             raise ValueError("the sensitivity criterion chooses per-layer fractions itself; give a MAC reduction")
         if self.feature_images < 2 or self.sensitivity_images < 1:
             raise ValueError("need feature_images >= 2 and sensitivity_images >= 1")
+        object.__setattr__(self, "flow", PruneFlow(self.flow))
+        object.__setattr__(self, "allocation", Allocation(self.allocation))
+        if self.allocation is Allocation.SNF:
+            if self.criterion == "sensitivity":
+                raise ValueError("the sensitivity criterion chooses per-layer fractions itself; it cannot use snf")
+            if self.mac_reduction is None or self.train_subset is None:
+                raise ValueError("the snf allocation needs a MAC reduction and a train subset (its held-out images "
+                                 "are the validation split)")
 
 
 def _batches(images: Tensor, data: ImageData, batch_size: int = 64) -> list[Tensor]:
@@ -99,11 +142,12 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     Writes ``metrics.json``, ``masks.pt`` (the engine's state), ``compact.pt`` and
     ``architecture.json`` (see :func:`cnn_bridge.compact.load_compact`).
     """
-    from .criteria import DATA_DRIVEN, get_criterion
+    from .criteria import DATA_DRIVEN, TRAINED, get_criterion
     from .models import build_cnn_model
 
     seed = config.finetune.seed
     torch.manual_seed(seed)
+    full_data = data
     data = data.subset(config.train_subset, config.test_subset, seed=seed)
     input_shape = tuple(data.train_x.shape[1:])
     build = {"num_classes": data.num_classes, "in_channels": input_shape[0]}
@@ -123,41 +167,51 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     layers = prunable_layers(model, input_shape)
     macs = MacModel.of(model, layers, input_shape)
     criterion = get_criterion(config.criterion)
-    features = None
+    features = learned = None
     if config.criterion in DATA_DRIVEN:
         features = collect_features(model, layers, _batches(data.train_x[:config.feature_images], data))
-    scores = score_layers(model, layers, criterion, features)
+    if config.criterion in TRAINED:
+        cap = replace(config.cap, seed=seed, augment=config.finetune.augment)
+        learned, record["cap"] = _cap_phase(model, layers, data, cap, progress)
+    scores = score_layers(model, layers, criterion, features, learned)
     record["times_s"]["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    if config.criterion == "sensitivity":
+    if config.allocation is Allocation.SNF:
+        keep, record["snf"] = _snf_phase(model, layers, macs, scores, full_data, config, progress)
+    elif config.criterion == "sensitivity":
         probe_x, probe_y = data.train_x[:config.sensitivity_images], data.train_y[:config.sensitivity_images]
         probe = lambda m: evaluate_cnn(m, probe_x, probe_y, data.mean, data.std)  # noqa: E731
         base, drops = sensitivity_drops(model, layers, scores, probe, config.sensitivity_fractions, progress)
         fractions, tolerance = sensitivity_fractions(macs, drops, config.sensitivity_fractions, config.mac_reduction)
         record["sensitivity"] = {"probe_accuracy": base, "fractions_tried": list(config.sensitivity_fractions),
                                  "drops": drops, "tolerance": tolerance}
+        keep = keep_for_fractions(scores, fractions)
     else:
         fraction = config.fraction if config.fraction is not None else uniform_fraction_for(macs, config.mac_reduction)
-        fractions = {layer.conv: fraction for layer in layers}
-    keep = keep_for_fractions(scores, fractions)
+        keep = keep_for_fractions(scores, {layer.conv: fraction for layer in layers})
     record["times_s"]["allocate"] = time.perf_counter() - clock
-    if config.criterion == "central":
-        apply_central_compensation(model, layers, keep, features)
-    engine = channel_engine(model, layers, keep)
-    masks = ChannelMasks(engine, model, layers)
-    masks.apply()
+    if config.flow is PruneFlow.ASC:
+        engine, masks, keep = _asc_phase(model, layers, keep, data, config, record, evaluate_test, progress)
+    else:
+        if config.criterion == "central":
+            apply_central_compensation(model, layers, keep, features)
+        engine = channel_engine(model, layers, keep)
+        masks = ChannelMasks(engine, model, layers)
+        masks.apply()
+        record["accuracy"]["masked_before_finetune"] = evaluate_test(model)
     record["layers"] = [{"conv": layer.conv, "channels": int(keep[layer.conv].numel()),
                          "kept": int(keep[layer.conv].sum())} for layer in layers]
     record["counts"] = masks.count(input_shape)
-    record["accuracy"]["masked_before_finetune"] = evaluate_test(model)
     if out is not None:
         out = Path(out)
         atomic_write_json(out / "metrics.json", record)
         atomic_torch_save(engine.state_dict(), out / "masks.pt")
 
-    finetune = train_cnn(model, data, config.finetune, masks, progress=progress, description=f"finetune {config.criterion}")
-    record["finetune"] = finetune
-    record["accuracy"]["masked_after_finetune"] = finetune["test_accuracy"]
+    if config.flow is PruneFlow.SCORE:
+        finetune = train_cnn(model, data, config.finetune, masks, progress=progress,
+                             description=f"finetune {config.criterion}")
+        record["finetune"] = finetune
+        record["accuracy"]["masked_after_finetune"] = finetune["test_accuracy"]
 
     clock = time.perf_counter()
     model.eval()
@@ -180,3 +234,56 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
         save_compact(out, small, architecture(config.model, small, layers, **build))
         atomic_write_json(out / "metrics.json", record)
     return record
+
+
+def _cap_phase(model, layers, data: ImageData, config: CAPConfig, progress: bool) -> tuple[dict[str, Tensor], dict]:
+    """Train CAP's gates with the model frozen, then sum the hardness-weighted masks into importance."""
+    gates = ChannelGates(model, layers, config.init_mask)
+    clock = time.perf_counter()
+    losses = train_gates(model, gates, data, config, progress)
+    images = normalise(data.train_x[:config.score_images], data.mean, data.std)
+    learned = cap_scores(model, gates, images, data.train_y[:config.score_images])
+    return learned, {**losses, "train_time_s": time.perf_counter() - clock}
+
+
+def _snf_phase(model, layers, macs: MacModel, scores: dict[str, Tensor], full_data: ImageData,
+               config: PruneRunConfig, progress: bool) -> tuple[dict[str, Tensor], dict]:
+    """SNF's search, validated on training images held out of the run's training subset."""
+    seed = config.finetune.seed
+    snf = replace(config.snf, seed=seed)
+    val_x, val_y = full_data.held_out(config.train_subset, snf.validation_images, seed=seed)
+    subset = full_data.subset(config.train_subset, None, seed=seed)
+    validation = [(b, val_y[i:i + 128]) for i, b in zip(range(0, len(val_y), 128), _batches(val_x, subset, 128))]
+    calibration = _batches(subset.train_x[:snf.calibration_images], subset)
+    loss = lambda keep: adaptive_bn_loss(model, layers, keep, calibration, validation)  # noqa: E731
+    keep, trace = snf_allocate(macs, scores, config.mac_reduction, loss, snf, progress)
+    return keep, trace
+
+
+def _asc_phase(model, layers, keep: dict[str, Tensor], data: ImageData, config: PruneRunConfig, record: dict,
+               evaluate_test, progress: bool):
+    """ASCP: fine-tune with cluster-and-reconstruct events, merge, mask the merged-away channels."""
+    pruned = {name: int((~k).sum()) for name, k in keep.items()}
+    steps = config.finetune.epochs * math.ceil(len(data.train_y) / config.finetune.batch_size)
+    soft = SoftClusterPruning(model, layers, pruned, steps, config.ascp)
+    finetune = train_cnn(model, data, config.finetune, None, progress=progress, description="finetune asc",
+                         after_step=soft)
+    record["asc"] = {"accuracy_before_calibration": finetune["test_accuracy"]}
+    if config.ascp.calibration_images:
+        reestimate_batch_norm(model, _batches(data.train_x[:config.ascp.calibration_images], data))
+    model.eval()
+    probe = normalise(data.test_x[:64], data.mean, data.std)
+    with torch.no_grad():
+        reconstructed = model(probe)
+    keep = soft.finish()
+    engine = channel_engine(model, layers, keep)
+    masks = ChannelMasks(engine, model, layers)
+    masks.apply()
+    with torch.no_grad():
+        merge_diff = float((model(probe) - reconstructed).abs().max())
+    record["finetune"] = finetune
+    record["asc"]["merge_max_abs_diff"] = merge_diff
+    record["accuracy"]["masked_before_finetune"] = None
+    record["accuracy"]["masked_after_finetune"] = evaluate_test(model)
+    return engine, masks, keep
+

@@ -173,9 +173,29 @@ def _check_resumable(saved: dict, config: CNNTrainConfig, path: Path) -> None:
                          "(the schedule depends on it)")
 
 
+@torch.no_grad()
+def reestimate_batch_norm(model: nn.Module, batches) -> None:
+    """Replace every batch norm's running statistics by their average over ``batches`` (normalised
+    images, forward passes in train mode, no parameter changes); leaves the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
 def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
               progress: bool = True, description: str = "train", checkpoint_dir: str | Path | None = None,
-              resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
+              resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+              after_step: Callable[[int], None] | None = None) -> dict:
     """Train ``model`` in place; masked weights are zero from the start and stay zero.
 
     Args:
@@ -184,6 +204,7 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             generator and step are restored, so the run continues exactly as if never stopped.
         on_epoch: called with each epoch's history entry
             ``{"epoch", "step", "train_loss", "train_accuracy", "lr", "epoch_time_s", "test_accuracy"?}``.
+        after_step: called after each optimizer step with the number of steps done.
 
     Returns:
         ``{"test_accuracy", "final_loss", "train_time_s", "eval_time_s", "steps", "history"}``.
@@ -246,6 +267,8 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(index)
             step += 1
+            if after_step is not None:
+                after_step(step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         entry = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),

@@ -4,7 +4,8 @@ within :data:`TIE_RTOL` of its largest ``|score|`` are ties, broken by channel i
 :func:`cnn_bridge.allocation.keep_lowest_pruned`).
 
 Data-free: ``l1``, ``clp``, ``fsm``. Data-driven (need ``view.features``): ``hrank``, ``chip``,
-``central``, ``entropy``. ``sensitivity`` scores within a layer like L1; its per-layer fractions come
+``central``, ``entropy``. Trained: ``cap`` reads the importance its training phase learned
+(:mod:`cnn_bridge.cap`). ``sensitivity`` scores within a layer like L1; its per-layer fractions come
 from measured accuracy drops (see :mod:`.sensitivity`).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from .cap import cap
 from .central import central
 from .chip import chip
 from .clp import clp, clp_flagged
@@ -27,9 +29,10 @@ Criterion = Callable[[LayerView], Tensor]
 
 CRITERIA: dict[str, Criterion] = {
     "l1": l1, "hrank": hrank, "chip": chip, "central": central,
-    "clp": clp, "fsm": fsm, "entropy": entropy, "sensitivity": sensitivity,
+    "clp": clp, "fsm": fsm, "entropy": entropy, "sensitivity": sensitivity, "cap": cap,
 }
 DATA_DRIVEN = frozenset({"hrank", "chip", "central", "entropy"})
+TRAINED = frozenset({"cap"})
 
 
 def get_criterion(name: str) -> Criterion:
@@ -40,5 +43,5 @@ def get_criterion(name: str) -> Criterion:
         raise ValueError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}") from None
 
 
-__all__ = ["CRITERIA", "DATA_DRIVEN", "Criterion", "LayerView", "TIE_RTOL", "central", "chip", "clp", "clp_flagged", "entropy",
+__all__ = ["CRITERIA", "DATA_DRIVEN", "TRAINED", "Criterion", "LayerView", "TIE_RTOL", "cap", "central", "chip", "clp", "clp_flagged", "entropy",
            "fsm", "get_criterion", "hrank", "l1", "sensitivity"]

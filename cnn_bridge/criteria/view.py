@@ -26,6 +26,8 @@ class LayerView:
         consumers: the ``Conv2d`` / ``Linear`` modules that take these channels as input.
         features: activations ``relu(bn(conv(x)))`` on a few batches, shape ``[N, C, H, W]``;
             ``None`` for data-free scoring.
+        learned: per-channel importance ``[C]`` learned by a criterion's training phase (``cap``),
+            or ``None``.
     """
 
     name: str
@@ -33,6 +35,7 @@ class LayerView:
     bn: nn.BatchNorm2d | None = None
     consumers: tuple[nn.Module, ...] = ()
     features: Tensor | None = None
+    learned: Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -44,6 +47,15 @@ class LayerView:
         if self.features.shape[1] != self.channels:
             raise ValueError(f"{self.name}: features have {self.features.shape[1]} channels, the conv {self.channels}")
         return self.features
+
+    def require_learned(self, criterion: str) -> Tensor:
+        if self.learned is None:
+            raise ValueError(f"criterion {criterion!r} needs its training phase's importance of layer {self.name!r}; "
+                             "none was learned")
+        if self.learned.shape != (self.channels,):
+            raise ValueError(f"{self.name}: learned importance has shape {tuple(self.learned.shape)}, "
+                             f"the conv {self.channels} channels")
+        return self.learned
 
     def consumer_weights(self) -> list[Tensor]:
         """Every consumer's weight seen per input channel: ``[C_out', C, rest]`` (a ``Linear`` over a

@@ -8,6 +8,7 @@ from functools import partial
 from torch import nn
 
 from .convnet import DigitsConvNet
+from .ghost import GhostCifarResNet, GhostConv
 from .resnet_cifar import CifarResNet
 from .resnet_imagenet import ResNet50
 from .rmnet_cifar import PlainCifarNet
@@ -29,6 +30,8 @@ CNN_MODELS: dict[str, CNNModelSpec] = {
     "rmnet20": CNNModelSpec(partial(PlainCifarNet, 20), (3, 32, 32)),
     "rmnet56": CNNModelSpec(partial(PlainCifarNet, 56), (3, 32, 32)),
     "rmnet110": CNNModelSpec(partial(PlainCifarNet, 110), (3, 32, 32)),
+    "ghost_resnet20": CNNModelSpec(partial(GhostCifarResNet, 20), (3, 32, 32)),
+    "ghost_resnet56": CNNModelSpec(partial(GhostCifarResNet, 56), (3, 32, 32)),
     "vgg16_bn": CNNModelSpec(VGG, (3, 32, 32)),
     "convnet": CNNModelSpec(DigitsConvNet, (1, 8, 8)),
     "resnet50": CNNModelSpec(ResNet50, (3, 224, 224)),
@@ -47,5 +50,6 @@ def build_cnn_model(name: str, **kwargs) -> nn.Module:
     return cnn_model_spec(name).build(**kwargs)
 
 
-__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "PlainCifarNet", "ResNet50", "VGG",
+__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "GhostCifarResNet", "GhostConv",
+           "PlainCifarNet", "ResNet50", "VGG",
            "build_cnn_model", "cnn_model_spec"]

@@ -31,15 +31,25 @@ def test_rm_variant_prunes_the_plain_network_to_the_resnets_macs(tmp_path):
 
 
 def test_summary_rows_split_block_inner_and_all_channels():
-    def run(variant, accuracy):
-        return {"config": {"criterion": "l1"}, "channels": variant, "seed": 0,
+    def run(method, accuracy):
+        return {"method": method, "kind": "criterion", "seed": 0,
                 "accuracy": {"masked_after_finetune": accuracy, "masked_before_finetune": 0.1, "dense": 0.5},
                 "counts": {"macs": {"ratio": 0.3, "pruned": 5}, "params": {"ratio": 0.4}}, "macs_kept_of_resnet": 0.5,
-                "times_s": {"score": 1.0, "allocate": 0.0}, "compact_max_abs_diff": 1e-7,
+                "finetune": {"steps": 10}, "compact_max_abs_diff": 1e-7,
                 "latency_s": {"batch_64": {"speedup": 1.5, "compact": 0.01}}}
-    rows = criteria.summarise([run(criteria.BLOCK_INNER, 0.4), run(criteria.ALL_CHANNELS, 0.45)], ["l1"])
-    assert [(r["channels"], r["after_mean"], r["macs_ratio"]) for r in rows] == [
-        ("block-inner", 0.4, [0.5]), ("all (RM)", 0.45, [0.5])]
+    rm = "l1" + criteria.RM_SUFFIX
+    rows = criteria.summarise([run("l1", 0.4), run(rm, 0.45)], ["l1", rm])
+    assert [(r["method"], r["after_mean"], r["macs_ratio"]) for r in rows] == [
+        ("l1", 0.4, [0.5]), ("l1 (RM)", 0.45, [0.5])]
+
+
+def test_rows_name_their_prune_settings():
+    from cnn_bridge.prune_flow import Allocation, PruneFlow
+
+    assert criteria.prune_settings("chip") == {"criterion": "chip"}
+    assert criteria.prune_settings("chip" + criteria.RM_SUFFIX) == {"criterion": "chip"}
+    assert criteria.prune_settings("asc") == {"flow": PruneFlow.ASC}
+    assert criteria.prune_settings("snf-l1") == {"criterion": "l1", "allocation": Allocation.SNF}
 
 
 def test_layer_pruning_benchmark_refuses_to_overwrite(tmp_path, capsys):

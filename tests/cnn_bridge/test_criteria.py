@@ -184,4 +184,4 @@ def test_data_driven_criterion_without_features_says_so():
 def test_unknown_criterion_names_the_choices():
     with pytest.raises(ValueError, match="l1, hrank"):
         get_criterion("magic")
-    assert set(CRITERIA) == {"l1", "hrank", "chip", "central", "clp", "fsm", "entropy", "sensitivity"}
+    assert set(CRITERIA) == {"l1", "hrank", "chip", "central", "clp", "fsm", "entropy", "sensitivity", "cap"}

@@ -6,7 +6,7 @@ import pytest
 from cnn_bridge.compact import load_compact
 from cnn_bridge.counting import count_model
 from cnn_bridge.data import load_digits
-from cnn_bridge.prune_flow import PruneRunConfig, run_prune
+from cnn_bridge.prune_flow import PruneFlow, PruneRunConfig, run_prune
 from cnn_bridge.train import CNNTrainConfig
 
 
@@ -44,6 +44,34 @@ def test_end_to_end_on_digits(tmp_path, criterion):
     assert count_model(small, (1, 8, 8))["macs"]["dense"] == record["compact_counts"]["macs"]
 
 
+def test_config_rejects_bad_technique_combinations():
+    with pytest.raises(ValueError, match="train subset"):
+        PruneRunConfig(allocation="snf")
+    with pytest.raises(ValueError, match="cannot use snf"):
+        PruneRunConfig(criterion="sensitivity", allocation="snf", train_subset=100)
+    with pytest.raises(ValueError):
+        PruneRunConfig(flow="magic")
+    assert PruneRunConfig(flow="asc").flow is PruneFlow.ASC
+
+
+@pytest.mark.parametrize("technique", [{"flow": "asc"}, {"criterion": "cap"},
+                                       {"criterion": "l1", "allocation": "snf", "train_subset": 1000}])
+def test_techniques_end_to_end_on_digits(technique):
+    config = PruneRunConfig(model="convnet", dataset="digits", mac_reduction=0.5,
+                            pretrain=CNNTrainConfig(epochs=8, lr=0.05, batch_size=64, augment=False),
+                            finetune=CNNTrainConfig(epochs=2, lr=0.01, batch_size=64, augment=False),
+                            latency_repeats=1, latency_batches=(1,), **technique)
+    record = run_prune(config, load_digits(), None, progress=False)
+    assert record["accuracy"]["masked_after_finetune"] >= 0.9
+    assert 0.45 <= record["counts"]["macs"]["ratio"] <= 0.5
+    assert record["compact_counts"]["macs"] == record["counts"]["macs"]["pruned"]
+    assert record["compact_max_abs_diff"] <= 1e-5
+    if "flow" in technique:  # the merge after the tied phase leaves the outputs as they were
+        assert record["asc"]["merge_max_abs_diff"] <= 1e-5
+    if "allocation" in technique:
+        assert record["snf"]["loss"] <= record["snf"]["uniform_loss"]
+
+
 def test_cli_prune_writes_compact_model(tmp_path, capsys):
     from gnnprune.cli import main
 
@@ -60,6 +88,8 @@ def test_cli_prune_writes_compact_model(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--criterion", "magic"], "choose one of l1"),
     (["--checkpoint", "missing.pt"], "missing.pt"),
+    (["--allocation", "snf"], "needs a MAC reduction and a train subset"),
+    (["--allocation", "snf", "--criterion", "sensitivity", "--train-subset", "500"], "cannot use snf"),
 ])
 def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     from gnnprune.cli import main
