@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +35,8 @@ def small_graph():
 
 
 def _join(rank: int, world_size: int, port: int) -> World:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun: its environment stands
+        return init_from_env(timeout_s=60)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     return init_from_env(timeout_s=60)
@@ -90,3 +93,51 @@ def rank_main(rank: int, world_size: int, port: int, out: str, mode: str) -> Non
         sys.exit(1)
     finally:
         shutdown()
+
+
+DATASET = "synthetic:num_nodes=300,num_classes=3,num_features=24,avg_degree=5,homophily=0.85,signal=1.5,num_val=60,num_test=120"
+#: a short CGP run of the command line (full batch), small enough for two processes on two cores
+CLI_RUN = ["prune", "--dataset", DATASET, "--hidden", "16", "--epochs", "24", "--weight-sparsity", "0.5",
+           "--edge-sparsity", "0.3", "--feature-sparsity", "0.3", "--update-every", "4", "--threads", "1",
+           "--no-progress", "--checkpoint-every", "4", "--dist-timeout", "60"]
+
+
+def cli_rank(rank: int, world_size: int, port: int, argv: list[str], codes: str, stop_after: int | None) -> None:
+    """``gnnprune`` as one of ``world_size`` ranks (the environment torchrun would set); exit code to
+    ``codes/rank-R``. ``stop_after``: rank 1 alone asks to stop after that many epochs."""
+    from gnnprune.checkpoint import StopRequest
+    from gnnprune.cli import main
+
+    if world_size > 1:
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if stop_after is not None and rank == 1:
+        polls = iter(range(10_000))
+        StopRequest.__call__ = lambda self: next(polls) >= stop_after
+    code = main(list(argv))
+    (Path(codes) / f"rank-{rank}").write_text(str(code))
+
+
+def launch(target, world_size: int, args: tuple, timeout_s: float = 120.0) -> list[int | None]:
+    """Run ``target(rank, world_size, port, *args)`` in ``world_size`` spawned processes; their exit
+    codes (``None``: still running at the timeout, then killed)."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    port = free_port()
+    processes = [context.Process(target=target, args=(rank, world_size, port, *args)) for rank in range(world_size)]
+    for process in processes:
+        process.start()
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return codes
+
+
+if __name__ == "__main__":  # under torchrun: python -m torch.distributed.run ... distributed_workers.py MODE OUT
+    rank_main(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), 0, sys.argv[2], sys.argv[1])

@@ -297,6 +297,7 @@ BAD_INPUT = [
     ("epochs=0", ["--epochs", "0"], "argument --epochs: must be >= 1, got 0", None),
     ("epochs<0", ["--epochs", "-3"], "must be >= 1, got -3", None),
     ("epochs-float", ["--epochs", "2.5"], "'2.5' is not an integer", None),
+    ("dist-timeout=0", ["--dist-timeout", "0"], "argument --dist-timeout: must be >= 1, got 0", None),
     ("model-unknown", ["--model", "transformer"], "unknown model 'transformer'; choose from ", None),
     ("dataset-unknown", ["--dataset", "pubmed"], "unknown dataset 'pubmed'; choose from cora, citeseer, synthetic",
      None),
@@ -409,7 +410,7 @@ BAD_INPUT += [  # export and predict: the whole command line is given, with --ou
      "cannot load {export}/model.pt: missing key 'net.convs.0.bias'",
      lambda run: _drop_key(run.parent / "export" / "model.pt", "net.convs.0.bias")),
 ]
-BAD_INPUT_CASES = 86
+BAD_INPUT_CASES = 87
 
 
 def _drop_key(path, key):
