@@ -340,7 +340,7 @@ def _prune(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import NonFiniteError, StopRequest, TrainingInterrupted
-    from .distributed import MaskMismatchError, RankFailure
+    from .distributed import MaskMismatchError, RankFailure, shared_graph
     from .experiment import plan_resume, run_experiment
     from .io import OutputExistsError, check_new_folder
 
@@ -352,7 +352,7 @@ def _prune(args: argparse.Namespace) -> int:
             check_new_folder(args.out)
     except OutputExistsError as exc:
         raise UsageError(str(exc)) from None
-    data = _load_data(args)
+    data = _load_data(args) if world is None else shared_graph(lambda: _load_data(args), world)
     _check_model(config, data)
     try:
         plan = plan_resume(config, data, args.out, 1 if world is None else world.world_size) \

@@ -34,6 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 
 from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
-from .graph import EdgeSelection, MaskedGraph
+from .graph import EdgeSelection, EdgeSet, MaskedGraph
 from .loader import MiniBatchConfig, NodeBatch
 from .masks import MaskEngine, WeightDistribution
 from .methods.base import Fitted
@@ -193,6 +194,54 @@ def shutdown() -> None:
     """Leave the process group (if joined)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+# the replicated graph ------------------------------------------------------------------------
+#: where :func:`shared_graph` puts the graph of one machine (a RAM file system on Linux)
+SHARED_FOLDER = Path("/dev/shm")
+
+
+def shared_graph(load: Callable[[], GraphData], world: World, folder: Path = SHARED_FOLDER) -> GraphData:
+    """The graph of :func:`load`, loaded once per machine and mapped into every local rank.
+
+    Local rank 0 calls ``load`` and writes the graph's tensors to a file in ``folder`` (RAM);
+    every local rank maps that file (``torch.load(mmap=True, weights_only=True)``) and it is
+    removed once all have mapped it. The ranks of a machine then read the same physical pages for
+    the features, edges, labels and splits; what a rank derives from them (kept edges, kept feature
+    columns, sparse operators, batches) is its own. If ``folder`` is missing or the file cannot be
+    written, every rank loads its own copy.
+    """
+    if world.world_size == 1 or not folder.is_dir():
+        return load()
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "job")
+    path = folder / f"gnnprune-graph-{job}-{os.environ.get('MASTER_PORT', '0')}-{os.getuid()}.pt"
+    data = None
+    if world.local_rank == 0:
+        data = load()
+        temp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(_graph_state(data), temp)
+            os.replace(temp, path)
+        except (OSError, RuntimeError):  # no room in RAM: every rank keeps its own copy
+            temp.unlink(missing_ok=True)
+    world.barrier()
+    if path.exists():
+        data = _graph_from_state(torch.load(path, mmap=True, weights_only=True))
+    world.barrier()
+    if world.local_rank == 0:
+        path.unlink(missing_ok=True)
+    return load() if data is None else data
+
+
+def _graph_state(data: GraphData) -> dict:
+    return {"name": data.name, "x": data.x, "edges": data.edges.edges, "y": data.y, "train_mask": data.train_mask,
+            "val_mask": data.val_mask, "test_mask": data.test_mask, "num_classes": data.num_classes,
+            "metric": data.metric, "info": data.info, "task": data.task}
+
+
+def _graph_from_state(state: dict) -> GraphData:
+    edges = EdgeSet(state.pop("edges"), int(state["x"].size(0)))
+    return GraphData(edges=edges, **state)
 
 
 # masks in step ------------------------------------------------------------------------------
