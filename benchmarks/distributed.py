@@ -47,8 +47,8 @@ def dataset_spec(scale: float) -> str:
     sizes = {key: max(1, round(value * scale)) for key, value in PRODUCTS.items()}
     if scale == 1.0:
         return "synthetic:products"
-    split = "" if scale >= 0.25 else f",train_per_class={max(5, round(1000 * scale))},num_val={round(40_000 * scale)}," \
-                                       f"num_test={round(200_000 * scale)}"
+    split = "" if scale >= 0.25 else (f",train_per_class={max(5, round(1000 * scale))},"
+                                      f"num_val={round(40_000 * scale)},num_test={round(200_000 * scale)}")
     return f"synthetic:products,num_nodes={sizes['num_nodes']},num_edges={sizes['num_edges']}{split}"
 
 

@@ -420,7 +420,8 @@ def _join_world(args: argparse.Namespace):
     if not launched_by_torchrun():
         return None
     if args.method == "ugs":
-        raise UsageError("--method ugs cannot run under torchrun (its rounds are separate trainings); run it in one process")
+        raise UsageError("--method ugs cannot run under torchrun (its rounds are separate trainings); "
+                         "run it in one process")
     atexit.register(shutdown)
     return init_from_env(timeout_s=args.dist_timeout)
 

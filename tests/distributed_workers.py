@@ -95,7 +95,8 @@ def rank_main(rank: int, world_size: int, port: int, out: str, mode: str) -> Non
         shutdown()
 
 
-DATASET = "synthetic:num_nodes=300,num_classes=3,num_features=24,avg_degree=5,homophily=0.85,signal=1.5,num_val=60,num_test=120"
+DATASET = ("synthetic:num_nodes=300,num_classes=3,num_features=24,avg_degree=5,homophily=0.85,signal=1.5,"
+           "num_val=60,num_test=120")
 #: a short CGP run of the command line (full batch), small enough for two processes on two cores
 CLI_RUN = ["prune", "--dataset", DATASET, "--hidden", "16", "--epochs", "24", "--weight-sparsity", "0.5",
            "--edge-sparsity", "0.3", "--feature-sparsity", "0.3", "--update-every", "4", "--threads", "1",

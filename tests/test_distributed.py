@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import distributed_workers as workers
 from gnnprune.cli import main
-from gnnprune.distributed import (Backend, MaskMismatchError, World, _share_loss, check_masks_in_sync,
-                                  launched_by_torchrun, mask_digests, rank_share)
+from gnnprune.distributed import (SHARED_FOLDER, Backend, World, _share_loss, check_masks_in_sync, launched_by_torchrun,
+                                  mask_digests, rank_share)
 from gnnprune.masks import MaskEngine, SiteKind
 
 TIMEOUT_S = 180  # a run takes a few seconds; a hang fails the test instead of the suite
@@ -110,6 +110,7 @@ def test_two_processes_equal_one(cli_runs):
     record = json.loads((cli_runs / "two" / "metrics.json").read_text())
     assert record["status"] == "done" and record["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert "distributed" not in json.loads((cli_runs / "one" / "metrics.json").read_text())
+    assert not list(SHARED_FOLDER.glob("gnnprune-graph-*"))  # the shared graph's file is gone once mapped
 
 
 def test_an_interrupted_two_process_run_resumes_on_two_only(cli_runs, tmp_path, capsys):
