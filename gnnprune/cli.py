@@ -228,6 +228,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--dist-timeout", type=_positive_int, default=600,
+                   help="under torchrun: seconds the rendezvous and every collective wait for the other ranks before "
+                        "the run stops (see docs/distributed.md)")
     _add_checkpoint_arguments(p)
     _add_minibatch_arguments(p)
     cnn = sub.add_parser("cnn", help="CNN sparsification on the same mask engine (cnn_bridge)")
@@ -398,26 +401,35 @@ def _prune(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import NonFiniteError, StopRequest, TrainingInterrupted
+    from .distributed import MaskMismatchError, RankFailure, shared_graph
     from .experiment import plan_resume, run_experiment
     from .io import OutputExistsError, check_new_folder
 
     config = _config_from_args(args)
+    world = _join_world(args)
+    writer = world is None or world.is_writer  # rank 0 checks and writes OUT, prints results
     try:
-        if not args.resume:
+        if not args.resume and writer:
             check_new_folder(args.out)
     except OutputExistsError as exc:
         raise UsageError(str(exc)) from None
-    data = _load_data(args)
+    data = _load_data(args) if world is None else shared_graph(lambda: _load_data(args), world)
     _check_model(config, data)
     try:
-        plan = plan_resume(config, data, args.out) if args.resume else None
+        plan = plan_resume(config, data, args.out, 1 if world is None else world.world_size) \
+            if args.resume and writer else None
     except ValueError as exc:  # ResumeError, CheckpointError
         raise UsageError(str(exc)) from None
+    if world is not None:
+        plan = world.broadcast_object(plan)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(_row(("seed", "method", "test", "val", "best_ep", "w_sp", "e_sp", "f_sp", "MACs", "train_s", "infer_ms")))
+    if writer:
+        print(_row(("seed", "method", "test", "val", "best_ep", "w_sp", "e_sp", "f_sp", "MACs", "train_s", "infer_ms")))
 
     def show(m: dict) -> None:
+        if not writer:
+            return
         sp = m["sparsity"]
         print(_row((m["seed"], m["method"], f"{m['test']:.4f}", f"{m['val']:.4f}", m["best_epoch"],
                     f"{sp['weights']:.4f}", f"{sp['edges']:.4f}", f"{sp['features']:.4f}",
@@ -430,7 +442,8 @@ def _prune(args: argparse.Namespace) -> int:
     try:
         with stop.installed():
             record = run_experiment(config, data, args.out, progress=not args.no_progress, on_seed=show,
-                                    checkpoint_every=args.checkpoint_every, resume=plan, should_stop=stop)
+                                    checkpoint_every=args.checkpoint_every, resume=plan, should_stop=stop,
+                                    world=world)
     except (TrainingInterrupted, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             where = "aborted; a resume continues from the last checkpoint"
@@ -445,6 +458,11 @@ def _prune(args: argparse.Namespace) -> int:
                 else "no checkpoint was written yet")
         print(f"gnnprune prune: error: seed {exc.seed}: {exc}; stopped, {kept} (try a lower --lr)", file=sys.stderr)
         return EXIT_FAILURE
+    except (MaskMismatchError, RankFailure) as exc:
+        print(f"gnnprune prune: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not writer:
+        return 0
     if len(config.seeds) > 1:
         s = record["summary"]
         ms = lambda k, f="{:.4f}": f"{f.format(s[k]['mean'])}±{f.format(s[k]['std'])}"  # noqa: E731
@@ -452,6 +470,21 @@ def _prune(args: argparse.Namespace) -> int:
                     ms("feature_sparsity"), ms("macs_ratio"), ms("train_time_s", "{:.2f}"), "")))
     print(f"wrote {args.out}/metrics.json")
     return 0
+
+
+def _join_world(args: argparse.Namespace):
+    """This process's :class:`~gnnprune.distributed.World` when ``torchrun`` started it, else ``None``."""
+    import atexit
+
+    from .distributed import init_from_env, launched_by_torchrun, shutdown
+
+    if not launched_by_torchrun():
+        return None
+    if args.method == "ugs":
+        raise UsageError("--method ugs cannot run under torchrun (its rounds are separate trainings); "
+                         "run it in one process")
+    atexit.register(shutdown)
+    return init_from_env(timeout_s=args.dist_timeout)
 
 
 def _load_data(args: argparse.Namespace):

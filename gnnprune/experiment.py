@@ -16,6 +16,7 @@ from .checkpoint import (CheckpointError, NonFiniteError, TrainingInterrupted, c
 from .config import ExperimentConfig
 from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
+from .distributed import World, train_once_distributed
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .masks import WeightDistribution
 from .measure import measure_fitted, summarize
@@ -27,17 +28,22 @@ from .training import TrainConfig
 
 
 def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: TrainConfig,
-               progress: bool = True, **loop) -> Fitted:
+               progress: bool = True, world: World | None = None, **loop) -> Fitted:
     """Train ``model`` under ``config.method``; returns the selected result and its masks.
 
     ``loop``: checkpoint / resume / stop arguments of :func:`~gnnprune.training.train`. UGS
     runs many trainings: it honours a stop request but neither checkpoints nor resumes.
+    ``world``: this rank of a data-parallel run (:mod:`gnnprune.distributed`); ``None``: one process.
     """
     targets = config.targets
     layout = {"granularity": WeightGranularity(config.weight_granularity),
               "distribution": WeightDistribution(config.weight_distribution)}
     train_once = _train_once if config.minibatch is None else functools.partial(train_once_minibatch,
                                                                                  batching=config.minibatch)
+    if world is not None:
+        if config.method == "ugs":
+            raise ValueError("ugs cannot run data-parallel (its rounds are separate trainings); run it in one process")
+        train_once = functools.partial(train_once_distributed, world=world, batching=config.minibatch)
     if config.method == "ugs":
         if loop.get("resume_from") is not None:
             raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")
@@ -118,7 +124,7 @@ def build_pruner(config: ExperimentConfig, model, data: GraphData, seed: int) ->
 
 def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: bool = True, *,
              checkpoint_file: Path | None = None, checkpoint_every: int = 0, resume_from: dict | None = None,
-             should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict]:
+             should_stop: Callable[[], bool] | None = None, world: World | None = None) -> tuple[dict, dict]:
     """Train one seed; returns ``(metrics, artifacts)`` (artifacts: tensors to save).
 
     Args:
@@ -126,6 +132,7 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
             at a stop request); ``None``: no checkpoints.
         resume_from: a checkpoint of this seed and config (see :func:`plan_resume`).
         should_stop: see :func:`~gnnprune.training.train`.
+        world: this rank of a data-parallel run (only rank 0 writes checkpoints); ``None``: one process.
     """
     model = build_seed_model(config, data, seed)
     train_config = dataclasses.replace(config.train, seed=seed)
@@ -133,7 +140,7 @@ def run_seed(config: ExperimentConfig, data: GraphData, seed: int, progress: boo
     if checkpoint_file is not None:
         stamp = {"config": _plain(config.as_dict()), "seed": seed}
         on_checkpoint = lambda state: save_checkpoint({**state, **stamp}, checkpoint_file)  # noqa: E731
-    fitted = fit_method(config, model, data, train_config, progress, checkpoint_every=checkpoint_every,
+    fitted = fit_method(config, model, data, train_config, progress, world, checkpoint_every=checkpoint_every,
                         on_checkpoint=on_checkpoint, resume_from=resume_from, should_stop=should_stop)
     return measure_fitted(config, data, seed, model, fitted)
 
@@ -159,8 +166,9 @@ class ResumePlan:
     checkpoints: dict[int, dict]
 
 
-def plan_resume(config: ExperimentConfig, data: GraphData, out: Path) -> ResumePlan:
-    """Check that ``out`` is an unfinished run of ``config`` on ``data``; read what it holds.
+def plan_resume(config: ExperimentConfig, data: GraphData, out: Path, world_size: int = 1) -> ResumePlan:
+    """Check that ``out`` is an unfinished run of ``config`` on ``data`` (trained on ``world_size``
+    processes); read what it holds.
 
     Writes nothing. Raises :class:`ResumeError` (or :class:`CheckpointError`) with one line
     naming the differing configuration keys or the unreadable file.
@@ -174,6 +182,10 @@ def plan_resume(config: ExperimentConfig, data: GraphData, out: Path) -> ResumeP
     differing += [f"data.{key}" for key in differing_keys(record["data"], _plain(data.describe()))]
     if differing:
         raise ResumeError(f"cannot resume {out}: arguments differ from the run's in {', '.join(differing)}")
+    saved_world = record.get("distributed", {}).get("world_size", 1)
+    if saved_world != world_size:
+        raise ResumeError(f"cannot resume {out}: it was trained on {saved_world} process(es), this run has "
+                          f"{world_size}; resume with the same number of processes")
     if record["status"] == "done":
         raise ResumeError(f"run folder {out} is done; nothing to resume")
     finished, checkpoints = {}, {}
@@ -202,13 +214,20 @@ def _plain(obj):
     return json.loads(json.dumps(obj))
 
 
+_WRITERS = (atomic_write_json, atomic_torch_save)
+
+
+def _skip_write(obj, path) -> None:
+    """What a rank other than 0 does instead of writing a file of the run folder."""
+
+
 def _summary_row(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("mask_updates", "config", "data")}
 
 
 def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progress: bool = True,
                    on_seed=None, *, checkpoint_every: int = 0, resume: ResumePlan | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> dict:
+                   should_stop: Callable[[], bool] | None = None, world: World | None = None) -> dict:
     """Run every seed and write the run folder.
 
     Layout: ``out/metrics.json`` (config, per-seed results, summary, status) and per seed
@@ -223,19 +242,26 @@ def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progres
         resume: from :func:`plan_resume`: finished seeds are kept, not rerun; the seed in
             progress continues from its checkpoint.
         should_stop: polled after every epoch and before every seed.
+        world: this rank of a data-parallel run: every rank trains, rank 0 alone writes (the record
+            then has ``distributed``: world size and backend); ``None``: one process.
 
     Raises:
         TrainingInterrupted: after ``should_stop`` (with ``seed`` and ``checkpoint`` set).
         NonFiniteError: from training (with ``seed`` and ``checkpoint``: the last good one or ``None``);
             this and any other exception leave ``status: failed`` and the error in metrics.json.
     """
+    writer = world is None or world.is_writer
+    atomic_write_json, atomic_torch_save = _WRITERS if writer else (_skip_write, _skip_write)
     if resume is None:
-        check_new_folder(out)
-        out.mkdir(parents=True, exist_ok=True)
+        if writer:
+            check_new_folder(out)
+            out.mkdir(parents=True, exist_ok=True)
         record = {"status": "running", "config": config.as_dict(), "data": data.describe(), "runs": []}
+        if world is not None:
+            record["distributed"] = world.describe()
         finished = {}
     else:
-        for temp in out.rglob(".*.tmp"):  # left by a write that a kill cut short
+        for temp in out.rglob(".*.tmp") if writer else ():  # left by a write that a kill cut short
             temp.unlink()
         stale = ("interrupted", "error", "last_good_checkpoint")
         record = {key: value for key, value in resume.record.items() if key not in stale}
@@ -257,7 +283,7 @@ def run_experiment(config: ExperimentConfig, data: GraphData, out: Path, progres
             metrics, artifacts = run_seed(config, data, seed, progress, checkpoint_file=checkpoint,
                                           checkpoint_every=checkpoint_every,
                                           resume_from=None if resume is None else resume.checkpoints.get(seed),
-                                          should_stop=should_stop)
+                                          should_stop=should_stop, world=world)
         except (TrainingInterrupted, KeyboardInterrupt) as exc:
             saved = checkpoint if checkpoint.exists() else None
             epoch = exc.epoch if isinstance(exc, TrainingInterrupted) and exc.epoch >= 0 else None

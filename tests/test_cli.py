@@ -297,6 +297,7 @@ BAD_INPUT = [
     ("epochs=0", ["--epochs", "0"], "argument --epochs: must be >= 1, got 0", None),
     ("epochs<0", ["--epochs", "-3"], "must be >= 1, got -3", None),
     ("epochs-float", ["--epochs", "2.5"], "'2.5' is not an integer", None),
+    ("dist-timeout=0", ["--dist-timeout", "0"], "argument --dist-timeout: must be >= 1, got 0", None),
     ("model-unknown", ["--model", "transformer"], "unknown model 'transformer'; choose from ", None),
     ("dataset-unknown", ["--dataset", "pubmed"], "unknown dataset 'pubmed'; choose from cora, citeseer, synthetic",
      None),
@@ -434,7 +435,7 @@ BAD_INPUT += [  # gnnprune cnn: the whole command line is given (digits data, no
     ("cnn-analyse-k-too-large", ["cnn", "analyse", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--images", "8",
                                  "--k", "8", "--out", "{out}"], "--k 8 must be below --images 8", "run"),
 ]
-BAD_INPUT_CASES = 99
+BAD_INPUT_CASES = 100
 
 
 def _drop_key(path, key):
