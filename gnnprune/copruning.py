@@ -367,11 +367,15 @@ class CoPruner:
         self.engine = MaskEngine.from_state_dict(live.state_dict())
         try:
             self._update_masks(sparsity, 0.0, None, None, prune_scores, edge_ranking, feature_score)
-            weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
-            return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
-                    "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}
+            return self.part_masks()
         finally:
             self.engine = live
+
+    def part_masks(self) -> dict[str, Tensor]:
+        """The current keep-masks per part, laid out as :meth:`would_pick` returns them (copies)."""
+        weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
+        return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
+                "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}
 
     def _update_masks(self, sparsity, regrow_fraction, probe, optimizer, prune_scores, edge_ranking,
                       feature_score) -> dict[str, dict[str, int]]:

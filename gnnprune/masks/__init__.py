@@ -1,11 +1,11 @@
 """The mask engine: named prunable sites, exact pruning and regrowth, persistence."""
 from .distribution import WeightDistribution, kept_per_tensor
-from .early_bird import EarlyBird, EarlyBirdConfig, mask_distance
+from .early_bird import EarlyBird, EarlyBirdConfig, decision_distance, mask_distance
 from .engine import MaskEngine
 from .selection import highest, kept_count, lowest, relative_tolerance, tie_groups, tie_order, tolerant_argmax
 from .site import Site, SiteKind
 from .updates import SiteUpdate, prune_and_regrow
 
 __all__ = ["EarlyBird", "EarlyBirdConfig", "MaskEngine", "Site", "SiteKind", "SiteUpdate", "WeightDistribution",
-           "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow",
+           "decision_distance", "highest", "kept_count", "kept_per_tensor", "lowest", "mask_distance", "prune_and_regrow",
            "relative_tolerance", "tie_groups", "tie_order", "tolerant_argmax"]
