@@ -169,8 +169,8 @@ class _OwnLoop(TrainingRun):
 
 def _hooks(config: ExperimentConfig) -> Method:
     method, targets = PruneMethod(config.method), config.targets
-    if method is PruneMethod.UGS:
-        raise ValueError("ugs trains many rounds with rewinding, not one loop; use gnnprune.prune for it")
+    if method in (PruneMethod.UGS, PruneMethod.COLT):
+        raise ValueError(f"{method.value} trains many rounds with rewinding, not one loop; use gnnprune.prune for it")
     if method is PruneMethod.ONESHOT:
         return OneShot(targets, prune_epoch=config.train.epochs // 2)
     build = {PruneMethod.DENSE: Dense, PruneMethod.RANDOM: lambda: RandomMasks(targets),

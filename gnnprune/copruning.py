@@ -363,11 +363,23 @@ class CoPruner:
             ``weights`` (every weight site's mask, flattened and concatenated in site order;
             unit sites in unit mode), ``edges`` ``[E]`` and ``features`` ``[F]``, all bool.
         """
+        picked = self.pick_engine(sparsity, prune_scores, edge_ranking, feature_score)
+        live, self.engine = self.engine, picked
+        try:
+            return self.part_masks()
+        finally:
+            self.engine = live
+
+    def pick_engine(self, sparsity: PruneTargets, prune_scores: Mapping[str, Tensor] | None = None,
+                    edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
+                    feature_score: FeatureScore = FeatureScore.CONTRIBUTION) -> MaskEngine:
+        """A copy of the mask engine as :meth:`update` (no regrowth, same arguments) would leave
+        it now, site by site; nothing changes."""
         live = self.engine
         self.engine = MaskEngine.from_state_dict(live.state_dict())
         try:
             self._update_masks(sparsity, 0.0, None, None, prune_scores, edge_ranking, feature_score)
-            return self.part_masks()
+            return self.engine
         finally:
             self.engine = live
 

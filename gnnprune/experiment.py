@@ -19,7 +19,7 @@ from .data import GraphData
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .masks import WeightDistribution
 from .measure import measure_fitted, summarize
-from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_ugs
+from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_colt, fit_ugs
 from .methods import train_once as _train_once
 from .minibatch import train_once_minibatch
 from .nn import build_model
@@ -42,6 +42,10 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
         if loop.get("resume_from") is not None:
             raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")
         return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
+    if config.method == "colt":
+        if loop.get("resume_from") is not None:
+            raise CheckpointError("colt runs cannot be resumed (its rounds are not checkpointed); start a new run")
+        return fit_colt(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         method = OneShot(targets, prune_epoch=train_config.epochs, early_bird=config.oneshot.early_bird)

@@ -4,6 +4,7 @@ import enum
 from ..training import Method
 from .base import Fitted, train_once
 from .cgp import CGP, CGPConfig
+from .colt import COLTRound, fit_colt
 from .dense import Dense, FixedMasks
 from .oneshot import OneShot, OneShotConfig
 from .random import RandomMasks
@@ -18,11 +19,13 @@ class PruneMethod(str, enum.Enum):
     ONESHOT = "oneshot"  # train dense, prune by magnitude once, fine-tune
     UGS = "ugs"          # iterative lottery tickets (Chen et al., 2021)
     CGP = "cgp"          # gradual co-pruning with gradient-informed regrowth
+    COLT = "colt"        # lottery tickets intersected over two halves of the classes (COLT)
 
     @property
     def hooks(self) -> type[Method]:
         """The :class:`~gnnprune.training.Method` class of its training runs (UGS: of each round)."""
-        return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP}[self.value]
+        return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP,
+                "colt": COLTRound}[self.value]
 
     @classmethod
     def default_for(cls, targets) -> "PruneMethod":
@@ -34,4 +37,4 @@ class PruneMethod(str, enum.Enum):
 METHODS = tuple(method.value for method in PruneMethod)
 
 __all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "METHODS", "Method", "OneShot", "OneShotConfig",
-           "PruneMethod", "RandomMasks", "UGSConfig", "fit_ugs", "fit_ugs_levels", "train_once"]
+           "PruneMethod", "RandomMasks", "UGSConfig", "fit_colt", "fit_ugs", "fit_ugs_levels", "train_once"]
