@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,11 +68,17 @@ def evaluate_cnn(model: nn.Module, images: Tensor, labels: Tensor, mean, std, ba
 
 
 def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
-              progress: bool = True, description: str = "train") -> dict:
+              progress: bool = True, description: str = "train",
+              stop_after: Callable[[nn.Module, int], bool] | None = None) -> dict:
     """Train ``model`` in place; masked weights are zero from the start and stay zero.
 
+    Args:
+        stop_after: asked after every epoch ``e`` (0-based) with the model; training ends when it
+            answers true (an early-bird monitor, :mod:`cnn_bridge.pretrain_early_bird`). The
+            learning-rate schedule stays the one of ``config.epochs``.
+
     Returns:
-        ``{"test_accuracy", "train_accuracy", "final_loss", "train_time_s", "eval_time_s"}``.
+        ``{"test_accuracy", "final_loss", "train_time_s", "eval_time_s", "epochs_run"}``.
     """
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -81,8 +88,8 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
     steps_per_epoch = math.ceil(len(data.train_y) / config.batch_size)
     total = config.epochs * steps_per_epoch
     bar = tqdm(total=total, desc=description, disable=not progress, leave=False)
-    start, step, loss_sum, seen = time.perf_counter(), 0, 0.0, 0
-    for _ in range(config.epochs):
+    start, step, loss_sum, seen, epochs_run = time.perf_counter(), 0, 0.0, 0, 0
+    for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(data.train_y), generator=generator)
         loss_sum, seen = 0.0, 0
@@ -106,10 +113,13 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        epochs_run = epoch + 1
+        if stop_after is not None and stop_after(model, epoch):
+            break
     bar.close()
     train_time = time.perf_counter() - start
     start = time.perf_counter()
     test_accuracy = evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std, config.eval_batch_size)
     eval_time = time.perf_counter() - start
     return {"test_accuracy": test_accuracy, "final_loss": loss_sum / max(seen, 1),
-            "train_time_s": train_time, "eval_time_s": eval_time}
+            "train_time_s": train_time, "eval_time_s": eval_time, "epochs_run": epochs_run}
