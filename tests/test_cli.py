@@ -346,6 +346,10 @@ BAD_INPUT = [
      "early-bird threshold must be in [0, 1], got 1.5", None),
     ("early-bird-not-oneshot", ["--early-bird-window", "5"],
      "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+    ("early-bird-colt", ["--method", "colt", "--weight-sparsity", "0.5", "--early-bird-threshold", "0.1"],
+     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+    ("colt-with-erk", ["--method", "colt", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
+     "colt prunes every weight tensor at the same rate (weight distribution 'uniform')", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -409,7 +413,7 @@ BAD_INPUT += [  # export and predict: the whole command line is given, with --ou
      "cannot load {export}/model.pt: missing key 'net.convs.0.bias'",
      lambda run: _drop_key(run.parent / "export" / "model.pt", "net.convs.0.bias")),
 ]
-BAD_INPUT_CASES = 86
+BAD_INPUT_CASES = 88
 
 
 def _drop_key(path, key):
