@@ -11,11 +11,11 @@ masks the previous round left:
 2. each copy picks the keep-masks magnitude pruning would set at the round's level (weights by
    :math:`|w|`, edges by :math:`|m_e|`, features by :math:`|g_f|`, as UGS ranks them);
 3. the new mask is their intersection :math:`M = M_A \wedge M_B`. An intersection keeps fewer
-   entries than the level asks; the rest are topped up from the entries either copy kept,
-   highest mean score of the two copies first, so every round ends at the exact counts of
-   :meth:`UGSConfig.schedule` (the round's record says how many were topped up). The head is
-   not intersected: entry :math:`(i, c)` of the output weight belongs to the copy that owns
-   class :math:`c` and is ranked by that copy's :math:`|w_{ic}|`.
+   entries than the level asks; the rest are topped up from the other live entries, highest
+   mean score of the two copies first, so every round ends at the exact counts of
+   :meth:`UGSConfig.schedule` (the round's record says how many were topped up). The head
+   (:func:`head_weights`) is not intersected: entry :math:`(i, c)` of an output weight belongs
+   to the copy that owns class :math:`c` and is ranked by that copy's :math:`|w_{ic}|`.
 
 The rounds follow UGS's schedule (its rates, L1 coefficients and ``round_epochs``); the
 ticket, the rewound initial weights under the final masks, then trains on all classes.
@@ -64,9 +64,6 @@ class ClassSubset(GraphModel):
     def forward(self, x, graph):
         return self.inner(x, graph).index_select(-1, self.classes)
 
-    def call_args(self, x, graph) -> tuple:
-        return x, graph
-
     def prunable_weights(self):
         return self.inner.prunable_weights()
 
@@ -105,13 +102,24 @@ def class_half_data(data: GraphData, classes: Tensor) -> GraphData:
                                num_classes=int(classes.numel()))
 
 
-def head_weight(model: GraphModel, num_classes: int) -> str:
-    """The class output weight: the last prunable weight whose output axis has ``num_classes`` entries."""
-    for name, param in reversed(list(model.prunable_weights().items())):
-        if param.size(model.weight_layout(name).output_axis) == num_classes:
-            return name
-    raise ValueError(f"{type(model).__name__} has no prunable weight with {num_classes} outputs: "
-                     "colt gives each half of the classes its own head")
+def head_weights(model: GraphModel, num_classes: int) -> list[str]:
+    """The class output weights: the trailing run of prunable weights (in model order) whose
+    output axis has ``num_classes`` entries (GCN: the last layer's weight; GAT: its weight and
+    attention vectors; SAGE: its root and neighbour weights)."""
+    names = list(model.prunable_weights())
+    sizes = [model.prunable_weights()[name].size(model.weight_layout(name).output_axis) for name in names]
+    heads = []
+    for name, size in zip(reversed(names), reversed(sizes)):
+        if size != num_classes:
+            break
+        heads.insert(0, name)
+    if not heads:
+        raise ValueError(f"{type(model).__name__}: its last prunable weight does not have {num_classes} outputs; "
+                         "colt gives each half of the classes its own head")
+    if len(heads) == len(names) and len(names) > 1:
+        raise ValueError(f"{type(model).__name__}: every prunable weight has {num_classes} outputs, so the head "
+                         "cannot be told apart (choose a hidden width other than the number of classes)")
+    return heads
 
 
 def rewind(model: GraphModel, data: GraphData, initial: dict | None, masks: dict | None,
@@ -164,7 +172,7 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
     round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None, feature_gate_lr=None)
     halves = class_halves(data.num_classes)
-    head = head_weight(model, data.num_classes)
+    heads = head_weights(model, data.num_classes)
     initial = copy.deepcopy(model.state_dict())
     masks, rounds, epochs, seconds = None, [], 0, 0.0
     for sparsity in config.schedule(targets):
@@ -179,13 +187,12 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
             epochs += result.epochs_run
             seconds += result.train_time_s
         merged = rewind(model, data, initial, masks)
-        owner = _head_owner(merged, head, halves)
+        owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
         before = {site.name: site.mask.clone() for site in merged.engine}
-        report = merged.update(sparsity, prune_scores=intersect(keeps, scores, {WEIGHT_PREFIX + head: owner}),
-                               edge_ranking=EdgeRanking.GLOBAL)
+        report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners), edge_ranking=EdgeRanking.GLOBAL)
         masks = merged.engine.state_dict()
         rounds.append({"round": len(rounds), "targets": vars(sparsity), "copies": copies, "sites": report,
-                       "intersection": _intersection_report(merged, keeps, before, head)})
+                       "intersection": _intersection_report(merged, keeps, before, heads)})
     ticket = rewind(model, data, initial, masks)
     result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
     result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
@@ -222,11 +229,11 @@ def _head_owner(pruner: CoPruner, head: str, halves: tuple[Tensor, Tensor]) -> T
     return by_class.view(shape).expand(param.shape).contiguous()
 
 
-def _intersection_report(pruner: CoPruner, keeps, before: dict[str, Tensor], head: str) -> dict[str, dict]:
+def _intersection_report(pruner: CoPruner, keeps, before: dict[str, Tensor], heads: list[str]) -> dict[str, dict]:
     """Per part: entries alive at the round's start, kept by both copies, kept in the end, and
     topped up (kept though not by both); the head, not intersected, on its own."""
-    parts = {"weights": [WEIGHT_PREFIX + name for name in pruner.weights if name != head], "edges": [EDGES],
-             "features": [FEATURES], "head": [WEIGHT_PREFIX + head]}
+    parts = {"weights": [WEIGHT_PREFIX + name for name in pruner.weights if name not in heads], "edges": [EDGES],
+             "features": [FEATURES], "head": [WEIGHT_PREFIX + name for name in heads]}
     report = {}
     for part, sites in parts.items():
         both = [torch.stack([k[site] for k in keeps]).all(0) for site in sites]

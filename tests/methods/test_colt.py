@@ -9,7 +9,7 @@ from gnnprune.copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRan
 from gnnprune.data.synthetic import CSBMConfig, csbm
 from gnnprune.masks import kept_count
 from gnnprune.methods import UGSConfig, fit_colt
-from gnnprune.methods.colt import ClassSubset, class_half_data, class_halves, head_weight, intersect, rewind
+from gnnprune.methods.colt import ClassSubset, class_half_data, class_halves, head_weights, intersect, rewind
 from gnnprune.nn import GCN
 from gnnprune.training import TrainConfig
 
@@ -96,7 +96,7 @@ def test_class_halves_and_the_copies_views(four_classes):
     pruner = CoPruner(model, four_classes)
     model.eval()
     assert torch.equal(view(pruner.inputs(), pruner.graph()), model(pruner.inputs(), pruner.graph())[:, 2:])
-    assert head_weight(model, 4) == list(model.prunable_weights())[-1]
+    assert head_weights(model, 4) == list(model.prunable_weights())[-1:]
 
 
 def test_colt_ends_every_round_at_the_exact_counts_and_records_the_top_ups(four_classes):
@@ -138,3 +138,14 @@ def test_cli_runs_colt(tmp_path):
     seed = json.loads((out / "seed-0" / "metrics.json").read_text())
     assert [sorted(entry["intersection"]) for entry in seed["mask_updates"]] == [
         ["edges", "features", "head", "weights"]] * 4
+
+
+def test_the_head_is_the_trailing_run_of_class_output_weights():
+    from gnnprune.nn import build_model
+
+    gat = build_model("gat", 20, 7, 16, 2, 0.5)
+    assert head_weights(gat, 7) == ["convs.1.att_src", "convs.1.att_dst", "convs.1.lin.weight"]
+    sage = build_model("sage", 20, 7, 16, 2, 0.5)
+    assert head_weights(sage, 7) == ["convs.1.lin_root.weight", "convs.1.lin_neigh.weight"]
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        head_weights(GCN(20, 7, 7), 7)
