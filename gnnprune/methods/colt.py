@@ -208,11 +208,11 @@ def _copy_round(model, data, classes, initial, masks, sparsity, config, round_co
     half = class_half_data(data, classes)
     pruner = rewind(view, half, None, masks, learn_edge_weights=True, learn_feature_gates=True,
                     edge_init_logit=1.0, edge_activation=torch.abs)
+    if pruner.edge_logit is None:
+        raise ValueError(f"{type(model).__name__} does not use edge weights: colt learns an edge mask")
     result = train(view, half, pruner, COLTRound(config), round_config, progress=progress, should_stop=should_stop)
     scores = {WEIGHT_PREFIX + name: param.detach().abs().clone() for name, param in pruner.weights.items()}
     scores[FEATURES] = pruner.feature_gate.detach().abs().clone()
-    if pruner.edge_logit is None:
-        raise ValueError(f"{type(model).__name__} does not use edge weights: colt learns an edge mask")
     scores[EDGES] = pruner.edge_weight().detach().clone()
     picked = pruner.pick_engine(sparsity, prune_scores=scores, edge_ranking=EdgeRanking.GLOBAL)
     return result, {site.name: site.mask.clone() for site in picked}, scores
