@@ -124,9 +124,7 @@ class UGSRound(Dense):
 
     With ``config.early_bird`` and the round's target ``sparsity``, after every epoch an
     :class:`~gnnprune.masks.EarlyBird` monitor observes the masks the round's pruning would pick
-    then (:meth:`prune_scores`); the round ends after the epoch it fires, and the round prunes by
-    the soft masks of that epoch (:attr:`fired_state`), the decision the monitor saw settle,
-    rather than those of the best validation epoch. The monitor compares the
+    then (:meth:`prune_scores`); the round ends after the epoch it fires. The monitor compares the
     round's own decisions (which of the entries alive at the round's start it would prune,
     :func:`~gnnprune.masks.decision_distance`): entries earlier rounds removed are no evidence
     that this round's choice has settled.
@@ -140,8 +138,6 @@ class UGSRound(Dense):
         self.weight_masks = weight_masks
         self.sparsity = sparsity
         self.monitor: EarlyBird | None = None  # built by on_start, from the round's start masks
-        #: soft masks and gates when the monitor fired: ``{"pruner": state, "weight_masks": {name: tensor}}``
-        self.fired_state: dict | None = None
 
     def prune_scores(self, pruner: CoPruner) -> dict[str, Tensor]:
         """Scores the round's pruning ranks by: ``|soft mask|`` of weights, ``|gate|`` of features
@@ -159,10 +155,7 @@ class UGSRound(Dense):
             return False
         masks = run.pruner.would_pick(self.sparsity, prune_scores=self.prune_scores(run.pruner),
                                       edge_ranking=EdgeRanking.GLOBAL)
-        if self.monitor.observe(epoch, masks) and self.fired_state is None:
-            self.fired_state = {"pruner": copy.deepcopy(run.pruner.state_dict()),
-                                "weight_masks": {name: mask.detach().clone() for name, mask in self.weight_masks.items()}}
-        return self.monitor.fired
+        return self.monitor.observe(epoch, masks)
 
     def penalty(self, run) -> Tensor:
         pruner: CoPruner = run.pruner
@@ -236,11 +229,6 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
         result = train(model, data, pruner, method, round_config, progress=progress, should_stop=should_stop)
         model.load_state_dict(_without_computed_weights(model, names, result.model_state))
         pruner.load_state_dict(result.pruner_state)
-        if method.fired_state is not None:  # prune as the monitor saw the round's decision settle
-            pruner.load_state_dict(method.fired_state["pruner"])
-            with torch.no_grad():
-                for name, mask in weight_masks.items():
-                    mask.copy_(method.fired_state["weight_masks"][name])
         scores = method.prune_scores(pruner)
         early_bird = None if method.monitor is None else method.monitor.record(round_config.epochs)
         # exact ranking, ties by index (gnnprune.masks.lowest): the masks are training results

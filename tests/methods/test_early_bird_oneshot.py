@@ -165,31 +165,3 @@ def test_a_ugs_round_monitor_measures_from_the_masks_the_round_starts_with():
     for part, mask in start.items():
         assert torch.equal(hooks.monitor.start[part], mask)
     assert int((~start["edges"]).sum()) == round(0.3 * data.edges.num_edges)
-
-
-def test_a_ugs_round_that_fires_prunes_to_the_masks_the_monitor_saw(monkeypatch):
-    from gnnprune.methods import UGSConfig, UGSRound, fit_ugs
-
-    seen = []
-    original = UGSRound.finished
-
-    def watching(self, run, epoch):
-        fired = original(self, run, epoch)
-        if fired and epoch == self.monitor.fired_epoch:
-            seen.append(run.pruner.would_pick(self.sparsity, prune_scores=self.prune_scores(run.pruner),
-                                              edge_ranking=EdgeRanking.GLOBAL))
-        return fired
-
-    monkeypatch.setattr(UGSRound, "finished", watching)
-    monkeypatch.setattr(UGSRound, "selectable", lambda self, epoch: epoch == 0)  # best epoch 0, fired later
-    data = tiny_graph(num_features=10)
-    torch.manual_seed(0)
-    model = GCN(data.num_features, 8, data.num_classes, dropout=0.0)
-    targets = PruneTargets(weights=0.2, edges=0.05, features=0.2)  # one round
-    config = UGSConfig(round_epochs=12, early_bird=EarlyBirdConfig(window=8, threshold=1.0))
-    fitted = fit_ugs(model, data, targets, config, TrainConfig(epochs=12, lr=0.05, seed=0), progress=False)
-    rounds = fitted.result.updates
-    assert len(seen) == len(rounds) == 1 and rounds[0]["early_bird"]["fired_epoch"] == 7
-    final = fitted.pruner.part_masks()  # the ticket: the round's pruning
-    for part in ("weights", "edges", "features"):
-        assert torch.equal(final[part], seen[0][part]), part
