@@ -11,7 +11,9 @@ flags. Writes ``OUT/``:
 * ``accuracy_vs_weight_sparsity.png``, ``accuracy_vs_edge_sparsity.png``, ``training_cost.png``.
 
 UGS is iterative: its levels share one trajectory per (data set, model, seed), and a level's
-cost counts every round up to it plus its own ticket run.
+cost counts every round up to it plus its own ticket run. Besides the ``--method`` names, a grid
+may list the variants of :data:`VARIANTS` (a method with extra flags, such as ``ugs-eb``: UGS with
+the early-bird stop).
 
     python -m benchmarks.gnn --config benchmarks/configs/planetoid.toml --out results/planetoid-baselines
     python -m benchmarks.gnn --config benchmarks/configs/smoke.toml --out /tmp/smoke      # seconds
@@ -36,6 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GRID_KEYS = {"name", "datasets", "models", "methods", "seeds", "levels", "threads", "epochs", "options"}
+
+_EARLY_BIRD = ("--early-bird-window", "5", "--early-bird-threshold", "0.1")
+#: grid method names that run a ``--method`` with extra flags: name -> (method, flags)
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "oneshot-eb": ("oneshot", _EARLY_BIRD),  # one-shot, dense phase ended by the early-bird monitor
+    "ugs-eb": ("ugs", _EARLY_BIRD),          # UGS, each round ended by the early-bird monitor
+}
+
+
+def base_method(name: str) -> str:
+    """The ``--method`` a grid method name runs (itself, or its variant's)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,8 @@ def load_grid(path: Path) -> Grid:
     for model in grid.models:
         model_spec(model)
     for method in grid.methods:
-        if method not in METHODS:
-            raise ValueError(f"{path}: unknown method {method!r}; choose from {', '.join(METHODS)}")
+        if method not in METHODS and method not in VARIANTS:
+            raise ValueError(f"{path}: unknown method {method!r}; choose from {', '.join([*METHODS, *VARIANTS])}")
     if any(m != "dense" for m in grid.methods) and not grid.levels:
         raise ValueError(f"{path}: pruning methods need at least one entry in levels")
     for axis in ("weights", "edges", "features"):
@@ -136,7 +150,7 @@ def plan(grid: Grid) -> list[list[Run]]:
                 for seed in grid.seeds:
                     if method == "dense":
                         jobs.append([Run(dataset, model, method, None, seed)])
-                    elif method == "ugs":
+                    elif base_method(method) == "ugs":
                         jobs.append([Run(dataset, model, method, i, seed) for i in range(len(grid.levels))])
                     else:
                         jobs.extend([Run(dataset, model, method, i, seed)] for i in range(len(grid.levels)))
@@ -145,8 +159,9 @@ def plan(grid: Grid) -> list[list[Run]]:
 
 def command(grid: Grid, run: Run) -> list[str]:
     """The ``gnnprune prune`` arguments of one run (without ``--out``)."""
-    args = ["prune", "--dataset", run.dataset, "--model", run.model, "--method", run.method,
-            "--seed", str(run.seed), "--threads", str(grid.threads), "--no-progress"]
+    args = ["prune", "--dataset", run.dataset, "--model", run.model, "--method", base_method(run.method),
+            "--seed", str(run.seed), "--threads", str(grid.threads), "--no-progress",
+            *VARIANTS.get(run.method, ("", ()))[1]]
     if run.level is not None:
         level = grid.levels[run.level]
         args += ["--weight-sparsity", f"{level.weights:g}", "--edge-sparsity", f"{level.edges:g}",
@@ -335,7 +350,9 @@ def plots(grid: Grid, summary: list[dict], out: Path) -> list[Path]:
     panels = [(d, m) for d in grid.datasets for m in grid.models]
     cols = min(3, len(panels))
     rows_ = math.ceil(len(panels) / cols)
-    colors = dict(zip(("dense", "random", "oneshot", "ugs", "cgp"), ("black", "tab:gray", "tab:orange", "tab:blue", "tab:red")))
+    colors = dict(zip(("dense", "random", "oneshot", "ugs", "cgp", "colt", "oneshot-eb", "ugs-eb"),
+                      ("black", "tab:gray", "tab:orange", "tab:blue", "tab:red", "tab:green", "tab:brown",
+                       "tab:cyan")))
     for axis, label in (("weight_sparsity", "weight sparsity (fraction removed)"),
                         ("edge_sparsity", "edge sparsity (fraction removed)")):
         fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 3.8 * rows_), squeeze=False)

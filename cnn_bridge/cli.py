@@ -239,8 +239,38 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--sensitivity-images", type=_positive_int, default=500,
                    help="training images the sensitivity criterion measures accuracy drops on")
     p.add_argument("--latency-repeats", type=_positive_int, default=5, help="timed forward passes per model and batch")
+    p.add_argument("--early-bird-window", type=_int_at_least(2),
+                   help="end pre-training once the watched masks have settled over this many epochs "
+                        "(early-bird tickets; default 5 when --early-bird-threshold is given; off when neither is)")
+    p.add_argument("--early-bird-threshold", type=_non_negative_float,
+                   help="largest fraction of a watched mask's entries that may differ between the newest and each "
+                        "older mask of the window (default 0.1 when --early-bird-window is given)")
+    p.add_argument("--early-bird-watch", default="channels,elements",
+                   help="comma-separated parts the early-bird monitor watches: channels (BN-scaling channel masks), "
+                        "elements (magnitude element masks), regions (ReLU region codes on --feature-images images)")
     _add_run_arguments(p, threads_help="torch CPU threads (latency is measured with these)")
     p.set_defaults(cnn_handler=_prune_command)
+
+
+def _pretrain_early_bird(args: argparse.Namespace):
+    """``(EarlyBirdConfig or None, watched parts)`` from the early-bird flags."""
+    from gnnprune.masks import EarlyBirdConfig
+
+    from .pretrain_early_bird import WatchedMask
+
+    names = [name for name in args.early_bird_watch.split(",") if name]
+    try:
+        watch = tuple(WatchedMask(name) for name in names)
+    except ValueError:
+        raise ValueError(f"--early-bird-watch: unknown part in {args.early_bird_watch!r}; choose from "
+                         f"{', '.join(part.value for part in WatchedMask)}") from None
+    if args.early_bird_window is None and args.early_bird_threshold is None:
+        return None, watch
+    if args.checkpoint is not None:
+        raise ValueError("--early-bird-window / --early-bird-threshold watch pre-training: drop --checkpoint")
+    window = 5 if args.early_bird_window is None else args.early_bird_window
+    threshold = 0.1 if args.early_bird_threshold is None else args.early_bird_threshold
+    return EarlyBirdConfig(window=window, threshold=threshold), watch
 
 
 def _prune_command(args: argparse.Namespace) -> int:
@@ -258,6 +288,7 @@ def _prune_command(args: argparse.Namespace) -> int:
         augment=not args.no_augment, seed=seed)
     try:
         reduction = args.mac_reduction if args.mac_reduction is not None or args.fraction is not None else 0.5
+        early_bird, watch = _pretrain_early_bird(args)
         config = PruneRunConfig(
             model=args.model, dataset=args.dataset, criterion=args.criterion, mac_reduction=reduction,
             fraction=args.fraction, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
@@ -265,7 +296,7 @@ def _prune_command(args: argparse.Namespace) -> int:
             finetune=training(args.finetune_epochs, args.finetune_lr, args.seed),
             feature_images=args.feature_images, sensitivity_images=args.sensitivity_images,
             latency_repeats=args.latency_repeats, train_subset=args.train_subset, test_subset=args.test_subset,
-            flow=args.flow, allocation=args.allocation)
+            flow=args.flow, allocation=args.allocation, early_bird=early_bird, early_bird_watch=watch)
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
         if args.checkpoint is not None:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from gnnprune.masks import EarlyBirdConfig
 
 from .allocation import MacModel, keep_for_fractions, uniform_fraction_for
 from .ascp import ASCPConfig, SoftClusterPruning
@@ -37,6 +38,7 @@ from .compact import architecture, prunable_layers, remove_channels, save_compac
 from .counting import count_model
 from .data import ImageData, normalise
 from .latency import paired_latency
+from .pretrain_early_bird import PretrainMonitor, WatchedMask
 from .channel_scores import apply_central_compensation, collect_features, score_layers
 from .sensitivity import sensitivity_drops, sensitivity_fractions
 from .snf import SNFConfig, adaptive_bn_loss, snf_allocate
@@ -79,6 +81,10 @@ class PruneRunConfig:
         allocation: :class:`Allocation` (``snf`` needs a MAC reduction and a train subset, whose
             held-out training images are its validation split).
         ascp, cap, snf: settings of the ``asc`` flow, the ``cap`` criterion and the ``snf`` allocation.
+        early_bird: end pre-training once the masks of ``early_bird_watch`` have settled
+            (:mod:`cnn_bridge.pretrain_early_bird`, at the run's per-layer fraction; region codes
+            on the first ``feature_images`` training images); ``None``: pre-train every epoch.
+        early_bird_watch: the parts the monitor watches.
     """
 
     model: str = "resnet56"
@@ -101,6 +107,8 @@ class PruneRunConfig:
     ascp: ASCPConfig = field(default_factory=ASCPConfig)
     cap: CAPConfig = field(default_factory=CAPConfig)
     snf: SNFConfig = field(default_factory=SNFConfig)
+    early_bird: EarlyBirdConfig | None = None
+    early_bird_watch: tuple[WatchedMask, ...] = (WatchedMask.CHANNELS, WatchedMask.ELEMENTS)
 
     def __post_init__(self) -> None:
         from .criteria import get_criterion
@@ -127,6 +135,22 @@ class PruneRunConfig:
             if self.mac_reduction is None or self.train_subset is None:
                 raise ValueError("the snf allocation needs a MAC reduction and a train subset (its held-out images "
                                  "are the validation split)")
+        object.__setattr__(self, "early_bird_watch", tuple(WatchedMask(part) for part in self.early_bird_watch))
+        if self.early_bird is not None and self.checkpoint is not None:
+            raise ValueError("the early-bird monitor watches pre-training: it does not apply with a checkpoint")
+        if self.early_bird is not None and not self.early_bird_watch:
+            raise ValueError("the early-bird monitor needs at least one part to watch")
+
+
+def _pretrain_monitor(config: PruneRunConfig, model, data: ImageData, input_shape) -> PretrainMonitor:
+    """The early-bird monitor of pre-training, at the fraction the run will prune each layer by
+    (a MAC reduction's uniform fraction: the criterion's allocation is not known yet)."""
+    layers = prunable_layers(model, input_shape)
+    fraction = config.fraction
+    if fraction is None:
+        fraction = uniform_fraction_for(MacModel.of(model, layers, input_shape), config.mac_reduction)
+    probe = normalise(data.train_x[:config.feature_images], data.mean, data.std)
+    return PretrainMonitor(config.early_bird, config.early_bird_watch, layers, fraction, probe)
 
 
 def _batches(images: Tensor, data: ImageData, batch_size: int = 64) -> list[Tensor]:
@@ -158,7 +182,11 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
         model.load_state_dict(safe_torch_load(config.checkpoint))
         record["pretrain"] = {"checkpoint": str(config.checkpoint)}
     else:
-        record["pretrain"] = train_cnn(model, data, config.pretrain, progress=progress, description="pretrain")
+        monitor = None if config.early_bird is None else _pretrain_monitor(config, model, data, input_shape)
+        record["pretrain"] = train_cnn(model, data, config.pretrain, progress=progress, description="pretrain",
+                                       stop_after=monitor)
+        if monitor is not None:
+            record["pretrain"]["early_bird"] = monitor.record(config.pretrain.epochs)
     record["times_s"]["pretrain"] = time.perf_counter() - clock
     evaluate_test = lambda m: evaluate_cnn(m, data.test_x, data.test_y, data.mean, data.std)  # noqa: E731
     record["accuracy"] = {"dense": evaluate_test(model) if dense_accuracy is None else dense_accuracy}

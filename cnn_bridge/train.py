@@ -195,7 +195,8 @@ def reestimate_batch_norm(model: nn.Module, batches) -> None:
 def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: WeightMasks | None = None,
               progress: bool = True, description: str = "train", checkpoint_dir: str | Path | None = None,
               resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
-              after_step: Callable[[int], None] | None = None) -> dict:
+              after_step: Callable[[int], None] | None = None,
+              stop_after: Callable[[nn.Module, int], bool] | None = None) -> dict:
     """Train ``model`` in place; masked weights are zero from the start and stay zero.
 
     Args:
@@ -205,9 +206,12 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
         on_epoch: called with each epoch's history entry
             ``{"epoch", "step", "train_loss", "train_accuracy", "lr", "epoch_time_s", "test_accuracy"?}``.
         after_step: called after each optimizer step with the number of steps done.
+        stop_after: asked after every epoch ``e`` (0-based) with the model; training ends when it
+            answers true (an early-bird monitor, :mod:`cnn_bridge.pretrain_early_bird`). The
+            learning-rate schedule stays the one of ``config.epochs``.
 
     Returns:
-        ``{"test_accuracy", "final_loss", "train_time_s", "eval_time_s", "steps", "history"}``.
+        ``{"test_accuracy", "final_loss", "train_time_s", "eval_time_s", "steps", "epochs_run", "history"}``.
     """
     generator = torch.Generator().manual_seed(config.seed)
     if config.channels_last:
@@ -284,6 +288,8 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             save_training_state(checkpoint, model, optimizer, generator, epoch + 1, step, history, config)
         if on_epoch is not None:
             on_epoch(entry)
+        if stop_after is not None and stop_after(model, epoch):
+            break
     bar.close()
     train_time = time.perf_counter() - start - eval_time
     clock = time.perf_counter()
@@ -295,4 +301,5 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
     if config.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return {"test_accuracy": test_accuracy, "final_loss": history[-1]["train_loss"] if history else loss_sum,
-            "train_time_s": train_time, "eval_time_s": eval_time, "steps": step, "history": history}
+            "train_time_s": train_time, "eval_time_s": eval_time, "steps": step, "epochs_run": len(history),
+            "history": history}

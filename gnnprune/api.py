@@ -169,8 +169,8 @@ class _OwnLoop(TrainingRun):
 
 def _hooks(config: ExperimentConfig) -> Method:
     method, targets = PruneMethod(config.method), config.targets
-    if method is PruneMethod.UGS:
-        raise ValueError("ugs trains many rounds with rewinding, not one loop; use gnnprune.prune for it")
+    if method in (PruneMethod.UGS, PruneMethod.COLT):
+        raise ValueError(f"{method.value} trains many rounds with rewinding, not one loop; use gnnprune.prune for it")
     if method is PruneMethod.JACKPOT:
         raise ValueError("jackpot searches masks in a trained model's frozen weights, not in a training loop; "
                          "use gnnprune.prune for it")

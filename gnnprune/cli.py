@@ -136,7 +136,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", default="gcn", help=f"one of {', '.join(sorted(MODELS))}")
     p.add_argument("--method", choices=METHODS,
                    help="dense; random (random masks fixed from the start); oneshot (train dense, prune by "
-                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); cgp (ours); jackpot "
+                        "magnitude once, fine-tune); ugs (iterative lottery tickets, UGS); colt (tickets of two copies trained "
+                        "on halves of the classes, intersected, on UGS's rounds); cgp (ours); jackpot "
                         "(train dense, then search a mask in the frozen weights: lottery jackpots). "
                         "Default: cgp if any sparsity is > 0, else dense")
     p.add_argument("--weight-sparsity", type=_sparsity, default=0.0, help="fraction of weights removed in every layer")
@@ -194,7 +195,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
                    help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
                         "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
-                        "ugs and unit: uniform)"),
+                        "ugs, colt and unit: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int,
                    help="oneshot: epochs after the cut (default: --epochs); jackpot: epochs of training the kept "
@@ -218,13 +219,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         "newest mask and each older one of the window for the masks to count as settled "
                         "(default 0.1 when --early-bird-window is given)")
     g.add_argument("--ugs-edge-rate", type=_fraction,
-                   help=f"ugs: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
+                   help=f"ugs, colt: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
     g.add_argument("--ugs-weight-rate", type=_fraction,
-                   help=f"ugs: fraction of remaining weights pruned per round (default {UGSConfig.weight_rate})")
+                   help=f"ugs, colt: fraction of remaining weights pruned per round (default {UGSConfig.weight_rate})")
     g.add_argument("--ugs-feature-rate", type=_fraction,
-                   help=f"ugs: fraction of remaining features pruned per round (default {UGSConfig.feature_rate})")
+                   help=f"ugs, colt: fraction of remaining features pruned per round (default {UGSConfig.feature_rate})")
     g.add_argument("--ugs-l1", type=_non_negative_float,
-                   help=f"ugs: L1 coefficient of every soft mask (default {UGSConfig.edge_l1})")
+                   help=f"ugs, colt: L1 coefficient of every soft mask (default {UGSConfig.edge_l1})")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

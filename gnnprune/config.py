@@ -46,7 +46,8 @@ class ExperimentConfig:
             with units, ``targets.weights`` is the fraction of hidden units removed.
         weight_distribution: spread the weight target uniformly or by ERK (not UGS, not units:
             uniform only).
-        cgp, oneshot, ugs, jackpot: settings of those methods (the others have none).
+        cgp, oneshot, ugs, jackpot: settings of those methods (the others have none; colt runs on ``ugs``'s
+            rounds).
         seeds: one run per seed.
         minibatch: if set, train on node batches (:mod:`gnnprune.minibatch`); masks stay global.
     """
@@ -70,18 +71,20 @@ class ExperimentConfig:
             object.__setattr__(self, "method", PruneMethod(self.method))
         except ValueError:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}") from None
-        if self.minibatch is not None and self.method == "ugs":
-            raise ValueError("ugs trains full-batch only; drop --batch-size")
+        rounds = self.method in (PruneMethod.UGS, PruneMethod.COLT)  # rewinding rounds on UGS's schedule
+        if self.minibatch is not None and rounds:
+            raise ValueError(f"{self.method.value} trains full-batch only; drop --batch-size")
         if self.method == "dense" and not self.targets.is_dense:
             raise ValueError("method dense takes no sparsity targets (all must be 0)")
         if self.method == "cgp" and not self.targets.is_dense:
             self.cgp.check_epochs(self.train.epochs)
         if self.method == "jackpot":
             self._check_jackpot()
-        if self.method == "ugs" and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
-            raise ValueError("ugs prunes single weights only (weight granularity 'element')")
-        if self.method == "ugs" and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
-            raise ValueError("ugs prunes every weight tensor at the same rate (weight distribution 'uniform')")
+        if rounds and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
+            raise ValueError(f"{self.method.value} prunes single weights only (weight granularity 'element')")
+        if rounds and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
+            raise ValueError(f"{self.method.value} prunes every weight tensor at the same rate "
+                             "(weight distribution 'uniform')")
         if (WeightGranularity(self.weight_granularity) is WeightGranularity.UNIT
                 and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM):
             raise ValueError("unit pruning removes the same fraction of every unit group (weight distribution 'uniform')")
@@ -133,7 +136,7 @@ class ExperimentConfig:
             "train": TrainConfig(epochs=epochs, lr=spec.lr, weight_decay=spec.weight_decay,
                                  pseudo_label_weight=method.hooks.pseudo_label_weight),
             "weight_distribution": (WeightDistribution.UNIFORM
-                                    if method is PruneMethod.UGS
+                                    if method in (PruneMethod.UGS, PruneMethod.COLT)
                                     or fields.get("weight_granularity") is WeightGranularity.UNIT
                                     else spec.weight_distribution),
             "cgp": CGPConfig.for_epochs(epochs, edge_prior=spec.edge_prior),

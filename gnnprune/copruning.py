@@ -363,15 +363,31 @@ class CoPruner:
             ``weights`` (every weight site's mask, flattened and concatenated in site order;
             unit sites in unit mode), ``edges`` ``[E]`` and ``features`` ``[F]``, all bool.
         """
+        picked = self.pick_engine(sparsity, prune_scores, edge_ranking, feature_score)
+        live, self.engine = self.engine, picked
+        try:
+            return self.part_masks()
+        finally:
+            self.engine = live
+
+    def pick_engine(self, sparsity: PruneTargets, prune_scores: Mapping[str, Tensor] | None = None,
+                    edge_ranking: EdgeRanking = EdgeRanking.LOCAL,
+                    feature_score: FeatureScore = FeatureScore.CONTRIBUTION) -> MaskEngine:
+        """A copy of the mask engine as :meth:`update` (no regrowth, same arguments) would leave
+        it now, site by site; nothing changes."""
         live = self.engine
         self.engine = MaskEngine.from_state_dict(live.state_dict())
         try:
             self._update_masks(sparsity, 0.0, None, None, prune_scores, edge_ranking, feature_score)
-            weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
-            return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
-                    "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}
+            return self.engine
         finally:
             self.engine = live
+
+    def part_masks(self) -> dict[str, Tensor]:
+        """The current keep-masks per part, laid out as :meth:`would_pick` returns them (copies)."""
+        weights = [site.mask.reshape(-1) for site in self.engine if site.kind in (SiteKind.WEIGHT, SiteKind.UNIT)]
+        return {"weights": torch.cat(weights) if weights else torch.zeros(0, dtype=torch.bool),
+                "edges": self.engine.mask(EDGES).clone(), "features": self.engine.mask(FEATURES).clone()}
 
     def _update_masks(self, sparsity, regrow_fraction, probe, optimizer, prune_scores, edge_ranking,
                       feature_score) -> dict[str, dict[str, int]]:

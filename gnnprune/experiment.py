@@ -20,7 +20,7 @@ from .distributed import World, train_once_distributed
 from .io import atomic_torch_save, atomic_write_json, check_new_folder
 from .masks import WeightDistribution
 from .measure import measure_fitted, summarize
-from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_jackpot, fit_ugs
+from .methods import CGP, Dense, Fitted, OneShot, RandomMasks, fit_colt, fit_jackpot, fit_ugs
 from .methods import train_once as _train_once
 from .minibatch import train_once_minibatch
 from .nn import build_model
@@ -57,6 +57,10 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
             dense = _train_once(Dense(), model, data, train_config, learn_gates=learns_gates(config),
                                 progress=progress, **layout)
         return fit_jackpot(model, data, targets, config.jackpot, train_config, progress, dense=dense)
+    if config.method == "colt":
+        if loop.get("resume_from") is not None:
+            raise CheckpointError("colt runs cannot be resumed (its rounds are not checkpointed); start a new run")
+        return fit_colt(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         method = OneShot(targets, prune_epoch=train_config.epochs, early_bird=config.oneshot.early_bird)

@@ -364,6 +364,10 @@ BAD_INPUT = [
      "jackpot searches single weights only", None),
     ("jackpot-from-other-model", ["--method", "jackpot", "--model", "gat", "--jackpot-from", "{done}"],
      "--jackpot-from {done} is a run of gcn on", None),
+    ("early-bird-colt", ["--method", "colt", "--weight-sparsity", "0.5", "--early-bird-threshold", "0.1"],
+     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+    ("colt-with-erk", ["--method", "colt", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
+     "colt prunes every weight tensor at the same rate (weight distribution 'uniform')", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -435,7 +439,7 @@ BAD_INPUT += [  # gnnprune cnn: the whole command line is given (digits data, no
     ("cnn-analyse-k-too-large", ["cnn", "analyse", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--images", "8",
                                  "--k", "8", "--out", "{out}"], "--k 8 must be below --images 8", "run"),
 ]
-BAD_INPUT_CASES = 100
+BAD_INPUT_CASES = 102
 
 
 def _drop_key(path, key):

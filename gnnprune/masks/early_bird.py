@@ -12,6 +12,18 @@ last ``window`` of them. With :math:`m_t` the newest mask of a part, the part ha
 
 (the normalised Hamming distance of the newest mask to each of the previous :math:`w - 1`, as
 GEBT). The monitor fires at the first epoch at which the window is full and every part has settled.
+
+An iterative method (a UGS round) prunes a small share of the entries still alive, from masks
+that earlier rounds fixed: over all :math:`n` entries its masks differ little whatever the round
+decides. Given the keep-masks :math:`r` in force when the round started, the monitor measures the
+round's own decision instead, the pruned sets :math:`P = r \wedge \neg m`:
+
+.. math::
+    d_r(a, b) = \frac{|a \oplus b|}{|r \wedge \neg a| + |r \wedge \neg b|}
+              = \frac{|P_a \,\triangle\, P_b|}{|P_a| + |P_b|}
+
+(0 when both prune nothing): 0 when the two decisions agree, 1 when they prune disjoint sets,
+whatever the share of entries the round prunes.
 """
 from __future__ import annotations
 
@@ -40,6 +52,19 @@ class EarlyBirdConfig:
             raise ValueError(f"early-bird threshold must be in [0, 1], got {self.threshold}")
 
 
+def decision_distance(a: Tensor, b: Tensor, start: Tensor) -> float:
+    """Distance of two pruning decisions taken from the keep-mask ``start``: the share of the
+    entries either prunes that only one of them prunes (0 when neither prunes any). ``a`` and
+    ``b`` keep a subset of ``start``'s entries; all three are bool masks of one shape."""
+    if not a.shape == b.shape == start.shape:
+        raise ValueError(f"masks differ in shape: {tuple(a.shape)}, {tuple(b.shape)}, {tuple(start.shape)}")
+    a, b, start = a.bool(), b.bool(), start.bool()
+    if bool((a & ~start).any()) or bool((b & ~start).any()):
+        raise ValueError("a decision keeps entries that were already pruned")
+    pruned = int((start & ~a).sum()) + int((start & ~b).sum())
+    return 0.0 if pruned == 0 else float((a != b).sum()) / pruned
+
+
 def mask_distance(a: Tensor, b: Tensor) -> float:
     """Normalised Hamming distance of two bool masks of the same shape: the fraction of entries
     that differ (0 for empty masks)."""
@@ -60,14 +85,21 @@ class EarlyBird:
             if monitor.observe(epoch, masks):
                 break            # monitor.fired_epoch == epoch
 
+    Args:
+        config: window and threshold.
+        start: per part, the keep-mask in force before the decision (an iterative round's
+            start masks): the distance is then :func:`decision_distance` from it; ``None``:
+            :func:`mask_distance` over all entries.
+
     Attributes:
         fired_epoch: the epoch whose observation fired the monitor (``None`` until then).
         distances: per observed epoch, ``{"epoch": e, part: max distance over the window ...}``,
             once the window is full.
     """
 
-    def __init__(self, config: EarlyBirdConfig) -> None:
+    def __init__(self, config: EarlyBirdConfig, start: dict[str, Tensor] | None = None) -> None:
         self.config = config
+        self.start = None if start is None else {part: mask.detach().bool().clone() for part, mask in start.items()}
         self.fired_epoch: int | None = None
         self.distances: list[dict] = []
         self._window: deque[dict[str, Tensor]] = deque(maxlen=config.window)
@@ -88,20 +120,26 @@ class EarlyBird:
         self._window.append({part: mask.detach().bool().clone() for part, mask in masks.items()})
         if len(self._window) < self.config.window:
             return False
+        if self.start is not None and set(masks) != set(self.start):
+            raise ValueError(f"parts differ from the start masks': {sorted(self.start)} -> {sorted(masks)}")
         newest = self._window[-1]
-        worst = {part: max(mask_distance(mask, older[part]) for older in list(self._window)[:-1])
+        worst = {part: max(self._distance(part, mask, older[part]) for older in list(self._window)[:-1])
                  for part, mask in newest.items()}
         self.distances.append({"epoch": epoch, **worst})
         if all(distance <= self.config.threshold for distance in worst.values()):
             self.fired_epoch = epoch
         return self.fired
 
+    def _distance(self, part: str, a: Tensor, b: Tensor) -> float:
+        return mask_distance(a, b) if self.start is None else decision_distance(a, b, self.start[part])
+
     def record(self, dense_epochs: int) -> dict:
         """What a run's metrics keep: settings, the epoch it fired (``None``: never) and the
         dense epochs saved out of ``dense_epochs`` (the observation of epoch ``e`` ends the dense
         phase after ``e + 1`` epochs)."""
         saved = 0 if self.fired_epoch is None else dense_epochs - (self.fired_epoch + 1)
-        return {"window": self.config.window, "threshold": self.config.threshold, "fired_epoch": self.fired_epoch,
+        return {"window": self.config.window, "threshold": self.config.threshold,
+                "distance": "all entries" if self.start is None else "round decision", "fired_epoch": self.fired_epoch,
                 "dense_epochs": dense_epochs, "epochs_saved": saved, "distances": list(self.distances)}
 
     def state_dict(self) -> dict:

@@ -4,6 +4,7 @@ import enum
 from ..training import Method
 from .base import Fitted, train_once
 from .cgp import CGP, CGPConfig
+from .colt import COLTRound, fit_colt
 from .dense import Dense, FixedMasks
 from .jackpot import JackpotConfig, fit_jackpot
 from .oneshot import OneShot, OneShotConfig
@@ -20,12 +21,13 @@ class PruneMethod(str, enum.Enum):
     UGS = "ugs"          # iterative lottery tickets (Chen et al., 2021)
     CGP = "cgp"          # gradual co-pruning with gradient-informed regrowth
     JACKPOT = "jackpot"  # train dense, search a mask in the frozen weights (lottery jackpots)
+    COLT = "colt"        # lottery tickets intersected over two halves of the classes (COLT)
 
     @property
     def hooks(self) -> type[Method]:
         """The :class:`~gnnprune.training.Method` class of its training runs (UGS: of each round)."""
         return {"dense": Dense, "random": RandomMasks, "oneshot": OneShot, "ugs": UGSRound, "cgp": CGP,
-                "jackpot": Dense}[self.value]
+                "jackpot": Dense, "colt": COLTRound}[self.value]
 
     @classmethod
     def default_for(cls, targets) -> "PruneMethod":
@@ -36,6 +38,6 @@ class PruneMethod(str, enum.Enum):
 #: method names accepted by ``--method``
 METHODS = tuple(method.value for method in PruneMethod)
 
-__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "JackpotConfig", "METHODS", "Method", "OneShot", "OneShotConfig",
-           "PruneMethod", "RandomMasks", "UGSConfig", "fit_jackpot", "fit_ugs",
+__all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "JackpotConfig", "METHODS", "Method", "OneShot",
+           "OneShotConfig", "PruneMethod", "RandomMasks", "UGSConfig", "fit_colt", "fit_jackpot", "fit_ugs",
            "fit_ugs_levels", "train_once"]

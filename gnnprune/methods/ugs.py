@@ -124,7 +124,10 @@ class UGSRound(Dense):
 
     With ``config.early_bird`` and the round's target ``sparsity``, after every epoch an
     :class:`~gnnprune.masks.EarlyBird` monitor observes the masks the round's pruning would pick
-    then (:meth:`prune_scores`); the round ends after the epoch it fires.
+    then (:meth:`prune_scores`); the round ends after the epoch it fires. The monitor compares the
+    round's own decisions (which of the entries alive at the round's start it would prune,
+    :func:`~gnnprune.masks.decision_distance`): entries earlier rounds removed are no evidence
+    that this round's choice has settled.
     """
 
     name = "ugs"
@@ -134,7 +137,7 @@ class UGSRound(Dense):
         self.config = config
         self.weight_masks = weight_masks
         self.sparsity = sparsity
-        self.monitor = None if config.early_bird is None or sparsity is None else EarlyBird(config.early_bird)
+        self.monitor: EarlyBird | None = None  # built by on_start, from the round's start masks
 
     def prune_scores(self, pruner: CoPruner) -> dict[str, Tensor]:
         """Scores the round's pruning ranks by: ``|soft mask|`` of weights, ``|gate|`` of features
@@ -142,6 +145,10 @@ class UGSRound(Dense):
         scores = {WEIGHT_PREFIX + name: mask.detach().abs() for name, mask in self.weight_masks.items()}
         scores[FEATURES] = pruner.feature_gate.detach().abs()
         return scores
+
+    def on_start(self, run) -> None:
+        if self.config.early_bird is not None and self.sparsity is not None:
+            self.monitor = EarlyBird(self.config.early_bird, start=run.pruner.part_masks())
 
     def finished(self, run, epoch: int) -> bool:
         if self.monitor is None:

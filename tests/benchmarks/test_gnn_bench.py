@@ -52,6 +52,24 @@ def test_run_config_is_exactly_the_cli_config(grid_file):
     assert config.targets.weights == 0.7 and config.seeds == (1,) and config.model.hidden_channels == 8
 
 
+def test_early_bird_variants_and_colt_run_their_method_with_its_flags(grid_file):
+    from gnnprune.masks import EarlyBirdConfig
+
+    grid = gnn.load_grid(grid_file)
+    grid = gnn.Grid(**{**vars(grid), "methods": ("oneshot-eb", "ugs-eb", "colt")})
+    jobs = gnn.plan(grid)
+    assert [len(job) for job in jobs if job[0].method == "ugs-eb"] == [2, 2]  # one UGS trajectory per seed
+    assert len([job for job in jobs if job[0].method == "colt"]) == 2 * 2
+    for name, method, field in (("oneshot-eb", "oneshot", "oneshot"), ("ugs-eb", "ugs", "ugs")):
+        run = gnn.Run(grid.datasets[0], "gcn", name, 0, 0)
+        args = gnn.command(grid, run)
+        assert args[args.index("--method") + 1] == method
+        config = gnn.experiment_config(grid, run)
+        assert getattr(config, field).early_bird == EarlyBirdConfig(window=5, threshold=0.1)
+        assert run.id.endswith(f"__{name}__L0__s0")
+    assert gnn.experiment_config(grid, gnn.Run(grid.datasets[0], "gcn", "colt", 0, 0)).method.value == "colt"
+
+
 @pytest.mark.parametrize("change, message", [
     ('name = "t"\nfoo = 1', "unknown keys ['foo']"),
     ('methods = ["magic"]', "unknown method 'magic'"),

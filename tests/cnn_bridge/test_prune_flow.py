@@ -90,6 +90,10 @@ def test_cli_prune_writes_compact_model(tmp_path, capsys):
     (["--checkpoint", "missing.pt"], "missing.pt"),
     (["--allocation", "snf"], "needs a MAC reduction and a train subset"),
     (["--allocation", "snf", "--criterion", "sensitivity", "--train-subset", "500"], "cannot use snf"),
+    (["--early-bird-watch", "channels,bn"], "--early-bird-watch: unknown part in 'channels,bn'; choose from channels, "
+                                            "elements, regions"),
+    (["--checkpoint", "missing.pt", "--early-bird-window", "5"],
+     "--early-bird-window / --early-bird-threshold watch pre-training: drop --checkpoint"),
 ])
 def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     from gnnprune.cli import main

@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 
-from gnnprune.masks import EarlyBird, EarlyBirdConfig, mask_distance
+from gnnprune.masks import EarlyBird, EarlyBirdConfig, decision_distance, mask_distance
 
 T, F = True, False
 
@@ -48,7 +48,7 @@ def test_threshold_zero_waits_for_identical_masks_over_the_window():
     assert answers == [F, F, F, F, T]
     assert monitor.fired_epoch == 4
     assert monitor.record(dense_epochs=10) == {
-        "window": 3, "threshold": 0.0, "fired_epoch": 4, "dense_epochs": 10, "epochs_saved": 5,
+        "window": 3, "threshold": 0.0, "distance": "all entries", "fired_epoch": 4, "dense_epochs": 10, "epochs_saved": 5,
         "distances": [{"epoch": 2, "weights": 0.5, "edges": 0.0}, {"epoch": 3, "weights": 0.25, "edges": 0.0},
                       {"epoch": 4, "weights": 0.0, "edges": 0.0}]}
 
@@ -95,3 +95,35 @@ def test_state_round_trip_continues_to_the_same_answer():
     answers = [second.observe(epoch, {"weights": WEIGHTS[epoch], "edges": EDGES}) for epoch in range(2, 5)]
     assert answers == [F, T, T]
     assert second.fired_epoch == 3
+
+
+def test_decision_distance_compares_what_two_decisions_prune():
+    start = torch.tensor([T, T, T, T, F, F])
+    # a prunes {0}, b prunes {1}: disjoint decisions
+    assert decision_distance(torch.tensor([F, T, T, T, F, F]), torch.tensor([T, F, T, T, F, F]), start) == 1.0
+    # a prunes {0, 1}, b prunes {0, 2}: one of four pruned entries differs on each side
+    assert decision_distance(torch.tensor([F, F, T, T, F, F]), torch.tensor([F, T, F, T, F, F]), start) == 0.5
+    assert decision_distance(start, start, start) == 0.0
+    with pytest.raises(ValueError, match="keeps entries that were already pruned"):
+        decision_distance(torch.tensor([T, T, T, T, T, F]), start, start)
+
+
+# A later round: entries 4..11 were pruned by earlier rounds; the round prunes 2 of the 4 alive.
+# Over all 12 entries consecutive masks differ by at most 2/12 < 0.2, so an all-entries monitor
+# with threshold 0.2 fires as soon as its window is full; the round's decision (pruned {0, 1},
+# {1, 2}, {2, 3}, then {0, 1} on) repeats itself first at epoch 4.
+ROUND_START = torch.tensor([T] * 4 + [F] * 8)
+ROUND = _masks(*[row + [F] * 8 for row in ([F, F, T, T], [T, F, F, T], [T, T, F, F], [F, F, T, T],
+                                             [F, F, T, T], [F, F, T, T])])
+
+
+def test_a_round_monitor_waits_for_its_own_decision_to_settle():
+    loose = EarlyBird(EarlyBirdConfig(window=2, threshold=0.2))
+    assert [loose.observe(epoch, {"weights": m}) for epoch, m in enumerate(ROUND)][:2] == [F, T]
+    monitor = EarlyBird(EarlyBirdConfig(window=2, threshold=0.2), start={"weights": ROUND_START})
+    answers = [monitor.observe(epoch, {"weights": m}) for epoch, m in enumerate(ROUND)]
+    assert answers == [F, F, F, F, T, T]
+    assert monitor.fired_epoch == 4
+    assert [d["weights"] for d in monitor.distances] == [0.5, 0.5, 1.0, 0.0]
+    record = monitor.record(dense_epochs=10)
+    assert (record["distance"], record["fired_epoch"], record["epochs_saved"]) == ("round decision", 4, 5)

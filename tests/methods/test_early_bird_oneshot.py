@@ -144,3 +144,24 @@ def test_ugs_cli_records_the_epochs_saved_over_all_rounds(tmp_path):
     assert len(rounds) == 1 and rounds[0]["fired_epoch"] == 2
     assert metrics["early_bird"]["epochs_saved"] == 1
     assert metrics["epochs"] == 3 + 4
+
+
+def test_a_ugs_round_monitor_measures_from_the_masks_the_round_starts_with():
+    from types import SimpleNamespace
+
+    from gnnprune.methods import UGSConfig, UGSRound
+
+    data = tiny_graph(num_features=10)
+    torch.manual_seed(0)
+    pruner = CoPruner(GCN(data.num_features, 8, data.num_classes, dropout=0.0), data)
+    pruner.update(PruneTargets(weights=0.5, edges=0.3, features=0.2),
+                  prune_scores={EDGES: torch.arange(data.edges.num_edges, dtype=torch.float)},
+                  edge_ranking=EdgeRanking.GLOBAL)  # an earlier round's result
+    config = UGSConfig(early_bird=EarlyBirdConfig(window=2, threshold=0.0))
+    hooks = UGSRound(config, weight_masks={}, sparsity=PruneTargets(weights=0.6, edges=0.4, features=0.3))
+    hooks.on_start(SimpleNamespace(pruner=pruner))
+    start = pruner.part_masks()
+    assert set(hooks.monitor.start) == {"weights", "edges", "features"}
+    for part, mask in start.items():
+        assert torch.equal(hooks.monitor.start[part], mask)
+    assert int((~start["edges"]).sum()) == round(0.3 * data.edges.num_edges)
