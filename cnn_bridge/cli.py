@@ -11,6 +11,7 @@ this package. Argument types, the parser class and :class:`~gnnprune.cli.UsageEr
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from gnnprune.cli import (UsageError, _density, _int_at_least, _non_negative_float, _non_negative_int, _Parser,
@@ -28,6 +29,21 @@ def _add_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> None:
     p.add_argument("--data-root", type=Path, help="data folder holding cifar10/cifar10-jpeg.tar.gz (else $GNNPRUNE_DATA, ./data)")
     p.add_argument("--threads", type=_positive_int, help=threads_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@contextlib.contextmanager
+def _input_errors(*also: type[Exception]):
+    """Turn what checking a command's input raises (a missing file, a bad value, absent data, an
+    existing run folder, and the exception types in ``also``) into one-line usage errors (exit 2)."""
+    from gnnprune.data import DataNotFoundError
+    from gnnprune.io import OutputExistsError
+
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}") from None
+    except (ValueError, DataNotFoundError, OutputExistsError, *also) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_commands(cnn: argparse.ArgumentParser) -> None:
@@ -82,14 +98,13 @@ def _train_command(args: argparse.Namespace) -> int:
 
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, check_new_folder
+    from gnnprune.io import check_new_folder
 
     from .experiment import IMAGE_DATASETS, TrainRunConfig, check_choice, run_training
     from .models import cnn_model_spec
     from .train import CHECKPOINT_FILE, CNNTrainConfig
 
-    try:
+    with _input_errors():
         cnn_model_spec(args.model)
         check_choice("dataset", args.dataset, IMAGE_DATASETS)
         if args.label_smoothing >= 1:
@@ -109,8 +124,6 @@ def _train_command(args: argparse.Namespace) -> int:
                 raise ValueError(f"--resume: {args.out / CHECKPOINT_FILE} does not exist")
         else:
             check_new_folder(args.out)
-    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -157,15 +170,14 @@ def _add_rgp(cnn_sub) -> None:
 def _rgp_command(args: argparse.Namespace) -> int:
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, check_new_folder
+    from gnnprune.io import check_new_folder
 
     from .experiment import IMAGE_DATASETS, MASKS, RGPRunConfig, check_choice, run_rgp
     from .models import build_cnn_model, cnn_model_spec
     from .rgp import RGPConfig, check_groups
     from .train import CNNTrainConfig
 
-    try:
+    with _input_errors():
         cnn_model_spec(args.model)
         check_choice("mask", args.mask, MASKS)
         check_choice("dataset", args.dataset, IMAGE_DATASETS)
@@ -183,8 +195,6 @@ def _rgp_command(args: argparse.Namespace) -> int:
         check_new_folder(args.out)
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
-    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     record = run_rgp(config, data, args.out, progress=not args.no_progress)
@@ -276,8 +286,7 @@ def _pretrain_early_bird(args: argparse.Namespace):
 def _prune_command(args: argparse.Namespace) -> int:
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, check_new_folder, safe_torch_load
+    from gnnprune.io import check_new_folder
 
     from .experiment import IMAGE_DATASETS
     from .prune_flow import PruneRunConfig, run_prune
@@ -286,7 +295,7 @@ def _prune_command(args: argparse.Namespace) -> int:
     training = lambda epochs, lr, seed: CNNTrainConfig(  # noqa: E731
         epochs=epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
         augment=not args.no_augment, seed=seed)
-    try:
+    with _input_errors():
         reduction = args.mac_reduction if args.mac_reduction is not None or args.fraction is not None else 0.5
         early_bird, watch = _pretrain_early_bird(args)
         config = PruneRunConfig(
@@ -300,20 +309,8 @@ def _prune_command(args: argparse.Namespace) -> int:
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
         if args.checkpoint is not None:
-            from .models import build_cnn_model
-
-            state = safe_torch_load(args.checkpoint)
-            try:
-                build_cnn_model(args.model, num_classes=data.num_classes,
-                                in_channels=data.train_x.shape[1]).load_state_dict(state)
-            except (RuntimeError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{args.checkpoint} is not a {args.model} state_dict for {args.dataset}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            _load_model(args.model, args.checkpoint, data, args.dataset)  # refuses a file that does not fit
         check_new_folder(args.out)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file: {exc.filename}") from None
-    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     record = run_prune(config, data, args.out, progress=not args.no_progress)
@@ -328,8 +325,9 @@ def _prune_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(name: str, checkpoint: Path, data) -> "torch.nn.Module":
-    """``name`` built for ``data`` with the state_dict in ``checkpoint`` (``ValueError`` naming the file)."""
+def _load_model(name: str, checkpoint: Path, data, dataset: str) -> "torch.nn.Module":
+    """``name`` built for ``data`` (the data set called ``dataset``) with the state_dict in
+    ``checkpoint``, in eval mode (``ValueError`` naming the file when it does not fit)."""
     from gnnprune.io import safe_torch_load
 
     from .models import build_cnn_model
@@ -339,7 +337,7 @@ def _load_model(name: str, checkpoint: Path, data) -> "torch.nn.Module":
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{checkpoint} is not a {name} state_dict for {data.name}: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"{checkpoint} is not a {name} state_dict for {dataset}: {str(exc).splitlines()[0]}") from None
     return model.eval()
 
 
@@ -361,7 +359,7 @@ def _add_rmnet(cnn_sub) -> None:
     p.add_argument("--calibration-images", type=_positive_int, default=512,
                    help="training images whose statistics the pass-through batch norms get")
     p.add_argument("--check-images", type=_positive_int, default=1000,
-                   help="test images both networks are compared on")
+                   help="class-stratified test images both networks are compared on")
     _add_run_arguments(p, threads_help="torch CPU threads")
     p.set_defaults(cnn_handler=_rmnet_command)
 
@@ -369,8 +367,7 @@ def _add_rmnet(cnn_sub) -> None:
 def _rmnet_command(args: argparse.Namespace) -> int:
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, atomic_torch_save, atomic_write_json, check_new_folder
+    from gnnprune.io import atomic_torch_save, atomic_write_json, check_new_folder
 
     from .counting import count_model
     from .data import normalise
@@ -378,21 +375,18 @@ def _rmnet_command(args: argparse.Namespace) -> int:
     from .rmnet import PLAIN_MODELS, resnet_to_plain
     from .train import evaluate_cnn
 
-    try:
+    with _input_errors():
         check_choice("model", args.model, PLAIN_MODELS)
         check_choice("dataset", args.dataset, IMAGE_DATASETS)
         data = IMAGE_DATASETS[args.dataset](args.data_root).subset(args.train_subset, args.test_subset, seed=args.seed)
-        resnet = _load_model(args.model, args.checkpoint, data)
+        resnet = _load_model(args.model, args.checkpoint, data, args.dataset)
         check_new_folder(args.out)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file: {exc.filename}") from None
-    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     calibration = normalise(data.train_x[:args.calibration_images], data.mean, data.std)
     plain = resnet_to_plain(resnet, calibration.split(128))
-    probe_x, probe_y = data.test_x[:args.check_images], data.test_y[:args.check_images]
+    checked = data.subset(None, min(args.check_images, len(data.test_y)), seed=args.seed)
+    probe_x, probe_y = checked.test_x, checked.test_y
     with torch.no_grad():
         diff = max(float((plain(x) - resnet(x)).abs().max())
                    for x in normalise(probe_x, data.mean, data.std).split(250))
@@ -438,15 +432,14 @@ def _add_analyse(cnn_sub) -> None:
 def _analyse_command(args: argparse.Namespace) -> int:
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, atomic_write_json, check_new_folder
+    from gnnprune.io import atomic_write_json, check_new_folder
 
     from .compact import load_compact
     from .data import normalise
     from .experiment import IMAGE_DATASETS, check_choice
     from .layer_analysis import ANALYSABLE, analyse, plot_analysis
 
-    try:
+    with _input_errors(TypeError):
         check_choice("model", args.model, ANALYSABLE)
         check_choice("dataset", args.dataset, IMAGE_DATASETS)
         data = IMAGE_DATASETS[args.dataset](args.data_root).subset(args.train_subset, args.test_subset, seed=args.seed)
@@ -455,14 +448,10 @@ def _analyse_command(args: argparse.Namespace) -> int:
         if args.k >= args.images:
             raise ValueError(f"--k {args.k} must be below --images {args.images}")
         if args.checkpoint is not None:
-            model = _load_model(args.model, args.checkpoint, data)
+            model = _load_model(args.model, args.checkpoint, data, args.dataset)
         else:
             model = load_compact(args.compact, tuple(data.train_x.shape[1:]))
         check_new_folder(args.out)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file: {exc.filename}") from None
-    except (ValueError, TypeError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     picked = data.subset(None, args.images, seed=args.seed)
@@ -509,15 +498,14 @@ def _add_jackpot(cnn_sub) -> None:
 def _jackpot_command(args: argparse.Namespace) -> int:
     import torch
 
-    from gnnprune.data import DataNotFoundError
-    from gnnprune.io import OutputExistsError, check_new_folder, safe_torch_load
+    from gnnprune.io import check_new_folder
     from gnnprune.masks import ScoreSearchConfig
 
     from .experiment import IMAGE_DATASETS
     from .jackpot import JackpotRunConfig, run_jackpot
     from .train import CNNTrainConfig
 
-    try:
+    with _input_errors():
         config = JackpotRunConfig(
             model=args.model, dataset=args.dataset, sparsity=args.sparsity,
             checkpoint=None if args.checkpoint is None else str(args.checkpoint),
@@ -529,20 +517,8 @@ def _jackpot_command(args: argparse.Namespace) -> int:
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         data.subset(args.train_subset, args.test_subset)  # validates the subset sizes before anything is written
         if args.checkpoint is not None:
-            from .models import build_cnn_model
-
-            state = safe_torch_load(args.checkpoint)
-            try:
-                build_cnn_model(args.model, num_classes=data.num_classes,
-                                in_channels=data.train_x.shape[1]).load_state_dict(state)
-            except (RuntimeError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{args.checkpoint} is not a {args.model} state_dict for {args.dataset}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            _load_model(args.model, args.checkpoint, data, args.dataset)  # refuses a file that does not fit
         check_new_folder(args.out)
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file: {exc.filename}") from None
-    except (ValueError, DataNotFoundError, OutputExistsError) as exc:
-        raise UsageError(str(exc)) from None
     if args.threads:
         torch.set_num_threads(args.threads)
     record = run_jackpot(config, data, args.out, progress=not args.no_progress)
