@@ -21,7 +21,8 @@ from .criteria import CRITERIA
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, threads_help: str) -> None:
-    """Data subset, seed, run folder and runtime options shared by the ``cnn`` subcommands."""
+    """Data set, subset, seed, run folder and runtime options shared by the ``cnn`` subcommands."""
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--train-subset", type=_positive_int, help="class-stratified training subset size")
     p.add_argument("--test-subset", type=_positive_int, help="class-stratified test subset size")
     p.add_argument("--seed", type=_non_negative_int, default=0)
@@ -44,6 +45,12 @@ def _input_errors(*also: type[Exception]):
         raise UsageError(f"no such file: {exc.filename}") from None
     except (ValueError, DataNotFoundError, OutputExistsError, *also) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    """Batch size and augmentation of the commands that train."""
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
 
 
 def add_commands(cnn: argparse.ArgumentParser) -> None:
@@ -73,9 +80,7 @@ def _add_train(cnn_sub) -> None:
                                "exactly. At the end OUT/model.pt (the final state_dict) and OUT/metrics.json."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--epochs", type=_positive_int, default=40)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate")
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
     p.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.COSINE.value,
@@ -86,9 +91,9 @@ def _add_train(cnn_sub) -> None:
                    help="arithmetic of the training forward/backward pass (bf16: CPU autocast)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
     p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from OUT/checkpoint.pt (give the same options)")
+    _add_batch_arguments(p)
     _add_run_arguments(p, threads_help="torch CPU threads")
     p.set_defaults(cnn_handler=_train_command)
 
@@ -148,7 +153,6 @@ def _add_rgp(cnn_sub) -> None:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20",
                    help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50, ghost_resnet20, ghost_resnet56")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--mask", default="rgp",
                    help="rgp (optimised regular graph), random-regular (not rewired), random-element "
                         "(unstructured, same kept weights per layer) or dense")
@@ -159,10 +163,9 @@ def _add_rgp(cnn_sub) -> None:
     density.add_argument("--density", type=_density, help="kept fraction of each pruned layer, in (0, 1)")
     p.add_argument("--swaps", type=_non_negative_int, default=1000, help="double-edge swap proposals per layer")
     p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_non_negative_float, default=0.1, help="peak SGD learning rate (cosine decay)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    _add_batch_arguments(p)
     _add_run_arguments(p, threads_help="torch CPU threads")
     p.set_defaults(cnn_handler=_rgp_command)
 
@@ -221,7 +224,6 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--model", default="resnet56",
                    help="resnet20, resnet56, resnet110, rmnet20, rmnet56, rmnet110 (plain nets of 'cnn rmnet'), "
                         "vgg16_bn, convnet")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--criterion", default="l1", help=", ".join(CRITERIA))
     p.add_argument("--flow", default="score", choices=("score", "asc"),
                    help="score: mask the lowest-scoring channels, then fine-tune; asc: fine-tune while clustering and "
@@ -241,9 +243,7 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--pretrain-lr", type=_non_negative_float, default=0.1)
     p.add_argument("--finetune-epochs", type=_positive_int, default=2)
     p.add_argument("--finetune-lr", type=_non_negative_float, default=0.01)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--feature-images", type=_int_at_least(2), default=128,
                    help="training images whose activations hrank, chip, central and entropy see")
     p.add_argument("--sensitivity-images", type=_positive_int, default=500,
@@ -258,6 +258,7 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--early-bird-watch", default="channels,elements",
                    help="comma-separated parts the early-bird monitor watches: channels (BN-scaling channel masks), "
                         "elements (magnitude element masks), regions (ReLU region codes on --feature-images images)")
+    _add_batch_arguments(p)
     _add_run_arguments(p, threads_help="torch CPU threads (latency is measured with these)")
     p.set_defaults(cnn_handler=_prune_command)
 
@@ -354,7 +355,6 @@ def _add_rmnet(cnn_sub) -> None:
                                "both networks on test images, params and MACs)."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20", help="resnet20, resnet56 or resnet110")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--checkpoint", type=Path, required=True, help="the ResNet's state_dict")
     p.add_argument("--calibration-images", type=_positive_int, default=512,
                    help="training images whose statistics the pass-through batch norms get")
@@ -419,7 +419,6 @@ def _add_analyse(cnn_sub) -> None:
                                "OUT/gbs.png, OUT/complexity.png."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20", help="a CIFAR ResNet (resnet20, ...) or its plain net (rmnet20, ...)")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="the model's state_dict")
     source.add_argument("--compact", type=Path, help="a 'cnn prune' run folder: analyse its compact model")
@@ -477,7 +476,6 @@ def _add_jackpot(cnn_sub) -> None:
                                "is bit-identical), OUT/masks.pt and OUT/model.pt."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20", help="resnet20, resnet56, resnet110, vgg16_bn, convnet")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or digits (scikit-learn's 8x8 digits)")
     p.add_argument("--sparsity", type=_density, default=0.9, help="fraction of every searched layer's weights removed")
     p.add_argument("--checkpoint", type=Path,
                    help="dense model state_dict to start from; without it the model is trained first")
@@ -488,9 +486,8 @@ def _add_jackpot(cnn_sub) -> None:
     p.add_argument("--finetune-epochs", type=_non_negative_int, default=0,
                    help="train the kept weights under the found masks afterwards (0: off)")
     p.add_argument("--finetune-lr", type=_non_negative_float, default=0.01)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4, help="pre-training weight decay")
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    _add_batch_arguments(p)
     _add_run_arguments(p, threads_help="torch CPU threads")
     p.set_defaults(cnn_handler=_jackpot_command)
 
