@@ -29,7 +29,7 @@ from gnnprune.masks import MaskEngine, ScoreSearch, ScoreSearchConfig, kept_coun
 
 from .adapters import WeightMasks, register_weight_site
 from .data import ImageData, augment, normalise
-from .train import CNNTrainConfig, evaluate_cnn, train_cnn
+from .train import CNNTrainConfig, evaluate_cnn, reestimate_batch_norm, train_cnn
 
 
 @dataclass(frozen=True)
@@ -145,21 +145,10 @@ def search_jackpot(model: nn.Module, engine: MaskEngine, data: ImageData, config
             "time_s": time.perf_counter() - start}
 
 
-@torch.no_grad()
-def reestimate_batch_norm(model: nn.Module, images: Tensor, mean, std, batch_size: int = 500) -> None:
-    """Reset every batch-norm layer's running statistics and average them over ``images`` (no augmentation)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    for begin in range(0, len(images), batch_size):
-        model(normalise(images[begin:begin + batch_size], mean, std))
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
+def _reestimate_on(model: nn.Module, data: ImageData, batch_size: int = 500) -> None:
+    """Batch-norm statistics of ``model`` averaged over ``data``'s training images (no augmentation)."""
+    reestimate_batch_norm(model, (normalise(data.train_x[begin:begin + batch_size], data.mean, data.std)
+                                  for begin in range(0, len(data.train_x), batch_size)))
 
 
 def run_jackpot(config: JackpotRunConfig, data: ImageData, out: str | os.PathLike | None = None,
@@ -198,7 +187,7 @@ def run_jackpot(config: JackpotRunConfig, data: ImageData, out: str | os.PathLik
     cut = copy.deepcopy(model)
     WeightMasks(engine, cut).apply()
     accuracy["magnitude"] = test(cut)
-    reestimate_batch_norm(cut, data.train_x, data.mean, data.std)
+    _reestimate_on(cut, data)
     accuracy["magnitude_bn_reestimated"] = test(cut)
 
     generator = torch.Generator().manual_seed(seed)
@@ -206,7 +195,7 @@ def run_jackpot(config: JackpotRunConfig, data: ImageData, out: str | os.PathLik
     record["weights_unchanged"] = all(torch.equal(p, dense_params[name]) for name, p in model.named_parameters())
     masks = WeightMasks(engine, model)
     masks.apply()
-    reestimate_batch_norm(model, data.train_x, data.mean, data.std)
+    _reestimate_on(model, data)
     accuracy["jackpot"] = test(model)
     record["changed_from_magnitude"] = {name: int((engine.mask(name) != entry["mask"]).sum())
                                         for name, entry in magnitude_mask.items()}

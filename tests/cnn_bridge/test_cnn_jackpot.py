@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_bridge.data import load_digits
-from cnn_bridge.jackpot import JackpotRunConfig, magnitude_engine, reestimate_batch_norm, run_jackpot, searched_layers
+from cnn_bridge.data import load_digits, normalise
+from cnn_bridge.jackpot import JackpotRunConfig, magnitude_engine, run_jackpot, searched_layers
 from cnn_bridge.models import build_cnn_model
-from cnn_bridge.train import CNNTrainConfig
+from cnn_bridge.train import CNNTrainConfig, reestimate_batch_norm
 from gnnprune.cli import main
 from gnnprune.masks import kept_count
 
@@ -36,7 +36,7 @@ def test_the_magnitude_cut_keeps_the_largest_weights_of_every_layer():
 def test_batch_norm_statistics_are_re_estimated_as_a_plain_average():
     net = nn.Sequential(nn.BatchNorm2d(1))
     images = torch.stack([torch.full((1, 2, 2), 10, dtype=torch.uint8), torch.full((1, 2, 2), 30, dtype=torch.uint8)])
-    reestimate_batch_norm(net, images, mean=(0.0,), std=(1.0,), batch_size=1)
+    reestimate_batch_norm(net, (normalise(images[i:i + 1], (0.0,), (1.0,)) for i in range(len(images))))
     # batch 1 mean 10/255, batch 2 mean 30/255: cumulative average 20/255
     assert float(net[0].running_mean) == pytest.approx(20 / 255, rel=1e-5)
     assert net[0].momentum == 0.1
