@@ -12,9 +12,9 @@ to OUT/criteria.json as it finishes (``--resume`` skips the runs already there);
 OUT/criteria.md (the command and a table) and OUT/criteria.png are written.
 
 ``--techniques`` adds rows that are not plain criteria: ``asc`` (the ASCP flow, uniform allocation),
-``snf-CRITERION`` (the SNF allocation with that criterion) and ``ghost`` (Ghost-ResNet of the same
-depth trained from scratch on the same images for the pretraining plus fine-tuning epochs at the
-pretraining learning rate, no pruning). With ``--rm`` every criterion also prunes the RMNet plain
+``snf-CRITERION`` (the SNF allocation with that criterion), ``ghost`` and ``g-ghost`` (C-Ghost and
+G-Ghost ResNet of the same depth trained from scratch on the same images for the pretraining plus
+fine-tuning epochs at the pretraining learning rate, no pruning). With ``--rm`` every criterion also prunes the RMNet plain
 network of the same dense ResNet (:func:`cnn_bridge.rmnet.resnet_to_plain`, saved as
 OUT/plain-seed-K.pt), where every convolution's output channels are prunable, to the same MAC
 target: ``(1 - r)`` times the *ResNet's* dense MACs (rows ``CRITERION (RM)``).
@@ -50,6 +50,8 @@ from gnnprune.machine import load_average, load_note
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Mask methods of :data:`cnn_bridge.experiment.MASKS` compared with the criteria (dense is the reference).
 MASK_METHODS = ("rgp", "random-regular", "random-element")
+#: techniques that train a smaller model from scratch: the registry name of its version of ``--model``
+BORN_SMALL = {"ghost": "ghost_{}", "g-ghost": "g_ghost_{}"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--masks", default=",".join(MASK_METHODS),
                    help="mask methods at the same MAC budget (comma-separated; empty for none)")
     p.add_argument("--techniques", default="",
-                   help="extra rows: asc, snf-CRITERION, ghost (comma-separated; default none)")
+                   help="extra rows: asc, snf-CRITERION, ghost, g-ghost (comma-separated; default none)")
     p.add_argument("--rm", action="store_true",
                    help="also prune the RMNet plain network (all channels) to the same MACs as the ResNet")
     p.add_argument("--calibration-images", type=int, default=512,
@@ -106,10 +108,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.techniques = [name for name in args.techniques.split(",") if name]
     for name in args.techniques:
         inner = name.removeprefix("snf-")
-        if name not in ("asc", "ghost") and not (name.startswith("snf-") and inner in CRITERIA and inner != "sensitivity"):
-            p.error(f"unknown technique {name!r}; choose from asc, ghost, snf-CRITERION (a criterion but sensitivity)")
-        if name == "ghost" and f"ghost_{args.model}" not in CNN_MODELS:
-            p.error(f"no Ghost version of {args.model!r}; ghost needs resnet20 or resnet56")
+        if name not in ("asc", *BORN_SMALL) and not (name.startswith("snf-") and inner in CRITERIA
+                                                      and inner != "sensitivity"):
+            p.error(f"unknown technique {name!r}; choose from asc, ghost, g-ghost, snf-CRITERION (a criterion but "
+                    "sensitivity)")
+        if name in BORN_SMALL and BORN_SMALL[name].format(args.model) not in CNN_MODELS:
+            p.error(f"no {name} version of {args.model!r}; {name} needs resnet20 or resnet56")
     if args.finetune_steps is not None and args.finetune_steps < 1:
         p.error("--finetune-steps must be >= 1")
     if args.checkpoint is not None and not args.checkpoint.is_file():
@@ -241,9 +245,10 @@ def mask_run(args: argparse.Namespace, name: str, seed: int, checkpoint: Path, d
     return record
 
 
-def ghost_run(args: argparse.Namespace, subset, seed: int, config: CNNTrainConfig) -> dict:
-    """Ghost-ResNet trained from scratch on the seed's subset; a record shaped like :func:`run_prune`'s."""
-    name = f"ghost_{args.model}"
+def born_small_run(technique: str, args: argparse.Namespace, subset, seed: int, config: CNNTrainConfig) -> dict:
+    """The technique's model (Ghost / G-Ghost ResNet) trained from scratch on the seed's subset; a
+    record shaped like :func:`run_prune`'s."""
+    name = BORN_SMALL[technique].format(args.model)
     torch.manual_seed(seed)
     model = build_cnn_model(name, num_classes=subset.num_classes, in_channels=subset.train_x.shape[1])
     dense = count_model(build_cnn_model(args.model, num_classes=subset.num_classes), tuple(subset.train_x.shape[1:]))
@@ -338,9 +343,9 @@ def main(argv=None) -> int:
                 skipped.append((name, seed))
                 continue
             run_start = time.perf_counter()
-            if name == "ghost":
-                record = ghost_run(args, subset, seed, finetune_config(args, seed, args.pretrain_epochs
-                                                                       + args.finetune_epochs, args.pretrain_lr))
+            if name in BORN_SMALL:
+                epochs = args.pretrain_epochs + args.finetune_epochs
+                record = born_small_run(name, args, subset, seed, finetune_config(args, seed, epochs, args.pretrain_lr))
                 record["accuracy"]["dense"] = dense_accuracy
                 record["kind"] = "born small"
             elif name not in args.masks:

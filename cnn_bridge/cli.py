@@ -152,7 +152,8 @@ def _add_rgp(cnn_sub) -> None:
                                "times), OUT/masks.pt and OUT/model.pt."),
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="resnet20",
-                   help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50, ghost_resnet20, ghost_resnet56")
+                   help="resnet20, resnet56, resnet110, vgg16_bn, convnet, resnet50, ghost_resnet20, ghost_resnet56, "
+                        "g_ghost_resnet20, g_ghost_resnet56")
     p.add_argument("--mask", default="rgp",
                    help="rgp (optimised regular graph), random-regular (not rewired), random-element "
                         "(unstructured, same kept weights per layer) or dense")

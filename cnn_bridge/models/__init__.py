@@ -8,6 +8,7 @@ from functools import partial
 from torch import nn
 
 from .convnet import DigitsConvNet
+from .g_ghost import GGhostCifarResNet, GGhostStage
 from .ghost import GhostCifarResNet, GhostConv
 from .resnet_cifar import CifarResNet
 from .resnet_imagenet import ResNet50
@@ -32,6 +33,8 @@ CNN_MODELS: dict[str, CNNModelSpec] = {
     "rmnet110": CNNModelSpec(partial(PlainCifarNet, 110), (3, 32, 32)),
     "ghost_resnet20": CNNModelSpec(partial(GhostCifarResNet, 20), (3, 32, 32)),
     "ghost_resnet56": CNNModelSpec(partial(GhostCifarResNet, 56), (3, 32, 32)),
+    "g_ghost_resnet20": CNNModelSpec(partial(GGhostCifarResNet, 20), (3, 32, 32)),
+    "g_ghost_resnet56": CNNModelSpec(partial(GGhostCifarResNet, 56), (3, 32, 32)),
     "vgg16_bn": CNNModelSpec(VGG, (3, 32, 32)),
     "convnet": CNNModelSpec(DigitsConvNet, (1, 8, 8)),
     "resnet50": CNNModelSpec(ResNet50, (3, 224, 224)),
@@ -50,6 +53,7 @@ def build_cnn_model(name: str, **kwargs) -> nn.Module:
     return cnn_model_spec(name).build(**kwargs)
 
 
-__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "GhostCifarResNet", "GhostConv",
+__all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "GGhostCifarResNet", "GGhostStage",
+           "GhostCifarResNet", "GhostConv",
            "PlainCifarNet", "ResNet50", "VGG",
            "build_cnn_model", "cnn_model_spec"]
