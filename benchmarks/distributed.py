@@ -3,10 +3,12 @@
 
 The run: ``synthetic:products`` scaled to ``--scale`` of its nodes and edges (its features,
 classes, homophily, degree skew and split per class unchanged), GCN 2x256 with learned edge
-weights and feature gates, ``--batches`` random-node batches per epoch (``--batch-size`` is per
-process, so 2 processes take 2 batches per step: the same nodes per epoch), 5 epochs with CGP
-mask updates at epochs 1 (probe pass and regrowth) and 3 (prune only). Every epoch ends with the
-full-graph evaluation of the training loop (each process evaluates the whole graph).
+weights and feature gates, ``--batches`` batches per epoch of the ``--loader`` (``random-nodes``:
+2 processes take one part each per step, so half the steps of one process; ``neighbors``: each
+batch's seeds are split between the processes, the same steps as one process), ``--epochs``
+epochs (at least 5) with CGP mask updates at epochs 1 (probe pass and regrowth) and 3 (prune
+only). Every epoch ends with the full-graph evaluation of the training loop (each process
+evaluates the whole graph).
 
 Per process: the time of every epoch (from the loop's stop polls), the graph loading time, the
 peak RSS (``ru_maxrss``, which counts shared pages in every process that touched them) and the
@@ -15,6 +17,7 @@ peak PSS (shared pages split between the processes sharing them; sampled every 0
 
     python -m benchmarks.distributed --out results/distributed
     python -m benchmarks.distributed --scale 0.05 --repeats 1 --out /tmp/distributed   # smoke test
+    python -m benchmarks.distributed --scale 0.05 --epochs 20 --loader neighbors --repeats 1 --out /tmp/accuracy
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from gnnprune.machine import load_average, load_note
 
 PRODUCTS = {"num_nodes": 2_449_029, "num_edges": 61_859_140}
 LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1)}  # processes x threads per process
-EPOCHS = 5
+MIN_EPOCHS = 5
 PLAIN_EPOCHS = (2, 4)   # training and evaluation only
 PROBE_EPOCH = 1         # probe pass, mask update with regrowth, training, evaluation
 
@@ -85,8 +88,8 @@ def worker(args) -> int:
     data = load_dataset(spec) if world is None else shared_graph(lambda: load_dataset(spec), world)
     load_s = time.perf_counter() - start
     batch_size = -(-data.num_nodes // args.batches)
-    config = ExperimentConfig.for_model("gcn", dataset=spec, targets=PruneTargets(0.5, 0.5, 0.3), epochs=EPOCHS,
-                                        minibatch=MiniBatchConfig(batch_size))
+    config = ExperimentConfig.for_model("gcn", dataset=spec, targets=PruneTargets(0.5, 0.5, 0.3), epochs=args.epochs,
+                                        minibatch=MiniBatchConfig(batch_size, args.loader))
     config = config.overridden(cgp={"prune_start": 1, "prune_end": 3, "update_every": 2})
     model = build_seed_model(config, data, 0)
     polls: list[float] = []
@@ -113,7 +116,8 @@ def _launch(layout: str, args, folder: Path) -> list[dict]:
     processes, threads = LAYOUTS[layout]
     prefix = folder / f"{layout}-{time.monotonic_ns()}"
     inner = ["-m", "benchmarks.distributed", "--worker", str(prefix), "--threads", str(threads),
-             "--scale", str(args.scale), "--batches", str(args.batches)]
+             "--scale", str(args.scale), "--batches", str(args.batches), "--epochs", str(args.epochs),
+             "--loader", args.loader]
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                                           str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -157,7 +161,7 @@ def markdown(report: dict) -> str:
                     f"{s['probe_epoch_s']:.4f} | {s['load_s']:.4f} | {s['peak_rss_gb_per_process']:.4f} | "
                     f"{s['peak_pss_gb_per_process']:.4f} | {s['test']:.4f} |")
     head = (f"{report['dataset']} ({report['graph']['nodes']:,} nodes, {report['graph']['undirected_edges']:,} edges), "
-            f"{report['batches']} batches per epoch; {report['cpu']}, torch {report['torch']}, "
+            f"{report['batches']} {report['loader']} batches per epoch, {report['epochs']} epochs; {report['cpu']}, torch {report['torch']}, "
             f"{report['repeats']} repeats, medians; {load_note(report['load_average_at_start'])}")
     return head + "\n\n" + "\n".join(rows) + "\n"
 
@@ -165,7 +169,11 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.25, help="fraction of synthetic:products' nodes and edges")
-    parser.add_argument("--batches", type=int, default=4, help="random-node batches per epoch")
+    parser.add_argument("--batches", type=int, default=4, help="batches per epoch (in one process)")
+    parser.add_argument("--loader", choices=["random-nodes", "neighbors"], default="random-nodes",
+                        help="mini-batch loader (neighbors: fan-outs 10,10)")
+    parser.add_argument("--epochs", type=int, default=MIN_EPOCHS,
+                        help=f"training epochs, at least {MIN_EPOCHS} (mask updates at epochs 1 and 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each layout, alternating")
     parser.add_argument("--out", type=Path, help="folder for distributed.json and distributed.md")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -175,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.out is None:
         parser.error("--out is required")
+    if args.epochs < MIN_EPOCHS:
+        parser.error(f"--epochs must be at least {MIN_EPOCHS}, got {args.epochs}")
     report = {"command": "python -m benchmarks.distributed " + " ".join(argv if argv is not None else sys.argv[1:]),
               "cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
               "python": platform.python_version(), "scale": args.scale, "batches": args.batches,
+              "loader": args.loader, "epochs": args.epochs,
               "repeats": args.repeats, "load_average_at_start": load_average()}
     runs: dict[str, list[list[dict]]] = {layout: [] for layout in LAYOUTS}
     with tempfile.TemporaryDirectory() as scratch:

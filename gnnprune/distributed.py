@@ -21,8 +21,10 @@ Each rank's loss is scaled so that the *mean* over ranks is the single-process o
 for ``W`` ranks, where rank ``r`` holds ``n_r`` of the ``n`` loss nodes (full batch: every
 ``W``-th training node, :func:`rank_share`) and :math:`\\overline{\\ell}_r` is its mean loss. A
 full-batch run on ``W`` ranks therefore computes the same gradients, masks and accuracy as one
-process, up to the order of floating-point sums. Mini-batch runs give each rank every
-``W``-th batch of the epoch (``--batch-size`` is per rank, as with a ``DistributedSampler``).
+process, up to the order of floating-point sums. Mini-batch runs give each rank its share of
+every step (:class:`~gnnprune.loader.RankShare`): whole ``random-nodes`` parts (a step of ``W``
+ranks takes ``W`` parts), or the ``W``-th part of a ``neighbors`` batch's seed nodes, its loss
+weighted by its share of the seeds (:attr:`~gnnprune.loader.NodeBatch.weight`).
 """
 from __future__ import annotations
 
@@ -30,9 +32,8 @@ import dataclasses
 import datetime
 import enum
 import hashlib
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,8 @@ from torch import Tensor, nn
 
 from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
-from .graph import EdgeSelection, EdgeSet, MaskedGraph
-from .loader import MiniBatchConfig, NodeBatch
+from .graph import EdgeSet
+from .loader import MiniBatchConfig, RankShare
 from .masks import MaskEngine, WeightDistribution
 from .methods.base import Fitted
 from .minibatch import MiniBatchCoPruner, MiniBatchRun
@@ -306,40 +307,13 @@ class DistributedCoPruner(SynchronisedPruner, CoPruner):
 
 
 class DistributedMiniBatchCoPruner(SynchronisedPruner, MiniBatchCoPruner):
-    """A :class:`MiniBatchCoPruner` of one rank: it probes every ``world_size``-th batch of the epoch.
-
-    Every rank draws the whole epoch of batches from the shared generator (so the generators
-    stay in step) and computes only its share.
-    """
+    """A :class:`MiniBatchCoPruner` of one rank: its share of every step's batch
+    (:class:`~gnnprune.loader.RankShare`), drawn from the generator every rank advances alike."""
 
     def __init__(self, model: GraphModel, data: GraphData, world: World, batching: MiniBatchConfig = MiniBatchConfig(),
                  seed: int = 0, **kwargs) -> None:
-        super().__init__(model, data, batching, seed, **kwargs)
+        super().__init__(model, data, batching, seed, share=RankShare(world.rank, world.world_size), **kwargs)
         self.world = world
-
-    def own_batches(self, kept_only: bool = True) -> Iterator[tuple[int, NodeBatch]]:
-        """``(index, batch)`` of this rank's batches of one epoch (index ``rank``, ``rank + W``, ...)."""
-        for index, batch in enumerate(self.batches(kept_only)):
-            if index % self.world.world_size == self.world.rank:
-                yield index, batch
-
-    def _probe_backward(self, loss_fn, gate: Tensor, edge_value: Tensor) -> float:
-        """This rank's share of a probe over batches of every edge, scaled by ``W / num_batches``."""
-        world_size, count, total = self.world.world_size, 0, 0.0
-        for index, batch in enumerate(self.batches(kept_only=False)):
-            count += 1
-            if index % world_size != self.world.rank:
-                continue
-            graph = MaskedGraph(EdgeSelection(batch.edges), edge_value[batch.edge_ids])
-            loss = loss_fn(self.model(self._all_features.rows(batch.nodes, gate), graph), batch) * world_size
-            loss.backward()  # divided by the batch count once it is known, below
-            total += float(loss.detach())
-        for param in self.masked_params.values():
-            if param.grad is not None:
-                param.grad /= count
-        if edge_value.grad is not None:
-            edge_value.grad /= count
-        return self._average_probe(total / count, edge_value)
 
 
 # the data-parallel model ----------------------------------------------------------------------
@@ -422,33 +396,22 @@ class DistributedMiniBatchRun(MiniBatchRun):
 
 
 def distributed_minibatch_step(run: DistributedMiniBatchRun, method: Method) -> dict:
-    """One epoch: every rank steps on its batches (every ``W``-th of the epoch) at the same time.
+    """One epoch: every rank steps on its share of each step's batch (:class:`~gnnprune.loader.RankShare`)
+    at the same time, DDP averaging the ranks' gradients (a filler batch counts zero).
 
-    The epoch has :math:`\\lceil B / W \\rceil` steps for ``B`` batches; a rank without a batch for
-    the last step repeats its last one with weight 0 (DDP needs every rank in every step), so that
-    step's gradient is the mean over the ranks that had a batch, times their share of ``W``.
-    Returns the mean batch loss over all ranks and the number of batches.
+    Returns the mean loss over all ranks' batches and the number of steps.
     """
-    pruner = run.pruner
-    losses, last, total = [], None, 0
-
-    def step(batch: NodeBatch, weight: float) -> float:
+    pruner, losses, steps = run.pruner, [], 0
+    for batch in pruner.batches():
         run.optimizer.zero_grad(set_to_none=True)
         logits = run.replica(pruner.batch_inputs(batch), pruner.batch_graph(batch))
-        return run.step(run.train_loss(logits, batch) * weight)
-
-    for index, batch in enumerate(pruner.batches()):
-        total = index + 1
-        if index % run.world.world_size == run.world.rank:
-            losses.append(step(batch, 1.0))
-            last = batch
-        elif last is None:
-            last = batch
-    for _ in range(math.ceil(total / run.world.world_size) - len(losses)):
-        step(last, 0.0)
+        loss = run.step(run.train_loss(logits, batch) * batch.weight)
+        steps += 1
+        if batch.weight > 0:
+            losses.append(loss)
     summed = torch.tensor([sum(losses), float(len(losses))], dtype=torch.float64)
     run.world.all_reduce_mean_([summed])
-    return {"loss": float(summed[0] / summed[1]), "batches": total}
+    return {"loss": float(summed[0] / summed[1]), "batches": steps}
 
 
 def train_once_distributed(method: Method, model: GraphModel, data: GraphData, config: TrainConfig, world: World, *,

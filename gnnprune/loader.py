@@ -9,6 +9,13 @@ nor ``torch-sparse``):
   ``fanouts[h]`` kept edges per newly reached node, without replacement; the batch holds the
   sampled edges and the nodes they reach, and only the seeds count in the loss.
 
+Under data parallelism (:mod:`gnnprune.distributed`) a loader draws one rank's share of every
+optimizer step (:class:`RankShare`) from the generator all ranks hold alike: ``random-nodes``
+deals whole parts to the ranks (a part split between ranks would lose the edges between the
+halves), ``neighbors`` splits each batch's seed nodes between the ranks, which sample their own
+neighbourhoods. Every rank yields one batch per step; a rank with nothing left in the last step
+gets a filler batch of weight 0, because every rank must take part in every step.
+
 Mini-batch training itself (masks on the global graph, probe by batches) is in
 :mod:`gnnprune.minibatch`.
 """
@@ -52,6 +59,25 @@ class MiniBatchConfig:
 
 
 @dataclass(frozen=True)
+class RankShare:
+    """Which share of every step a process draws: rank ``rank`` of ``world_size`` (one process: all of it)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in 0 .. world_size - 1, got rank {self.rank} of {self.world_size}")
+
+    @property
+    def whole(self) -> bool:
+        return self.world_size == 1
+
+
+WHOLE = RankShare()
+
+
+@dataclass(frozen=True)
 class NodeBatch:
     """The subgraph induced by some nodes.
 
@@ -60,16 +86,20 @@ class NodeBatch:
         edge_ids: ``[e_b]`` global ids of the undirected edges between them (among the pool drawn from).
         edges: the same edges over local ids (``u < v`` is kept because ``nodes`` ascends).
         loss_nodes: local ids of the nodes whose loss counts; ``None``: all of them.
+        weight: the factor of the batch's loss: 1 in one process; under data parallelism ``W``
+            times the rank's fraction of the step's seeds, and 0 for a filler batch in a step that
+            has nothing left for the rank (see :class:`RankShare`).
     """
 
     nodes: Tensor
     edge_ids: Tensor
     edges: EdgeSet
     loss_nodes: Tensor | None = None
+    weight: float = 1.0
 
 
 def random_node_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatchConfig,
-                        generator: torch.Generator) -> Iterator[NodeBatch]:
+                        generator: torch.Generator, share: RankShare = WHOLE) -> Iterator[NodeBatch]:
     """Split the nodes into random parts of ``batch_size``; yield each part's induced subgraph.
 
     Args:
@@ -77,6 +107,8 @@ def random_node_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatc
         edge_pool: ``[P]`` ids of the edges a batch may contain (the kept edges, or all of them).
         batching: ``batch_size``: nodes per part.
         generator: seeds the partition.
+        share: this rank's share: parts ``rank``, ``rank + W``, ... (step ``s`` deals parts
+            ``sW .. sW + W - 1``); in the last step a rank without a part gets a filler (weight 0).
 
     An edge of the pool lands in a batch iff both its endpoints fall in the same part, so a
     batch holds about ``1 / num_parts`` of the pool's edges. Part ids and local ids are int32.
@@ -95,20 +127,21 @@ def random_node_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatc
     del inside
     order = torch.argsort(edge_part, stable=True)
     edge_ids = edge_ids[order]
-    counts = torch.bincount(edge_part, minlength=num_parts).tolist()
+    ends = torch.bincount(edge_part, minlength=num_parts).cumsum(0).tolist()
     del order, edge_part
     local = torch.empty(n, dtype=torch.int32)
-    offset = 0
-    for p, count in enumerate(counts):
+    for step in range(math.ceil(num_parts / share.world_size)):
+        p = step * share.world_size + share.rank
+        weight = 1.0 if p < num_parts else 0.0
+        p = p if p < num_parts else p % num_parts
         nodes = perm[p * batch_size:(p + 1) * batch_size].sort().values
         local[nodes] = torch.arange(nodes.numel(), dtype=torch.int32)
-        ids = edge_ids[offset:offset + count]
-        offset += count
-        yield NodeBatch(nodes, ids, EdgeSet(local[edge_set.edges[:, ids]], nodes.numel()))
+        ids = edge_ids[(ends[p - 1] if p > 0 else 0):ends[p]]
+        yield NodeBatch(nodes, ids, EdgeSet(local[edge_set.edges[:, ids]], nodes.numel()), weight=weight)
 
 
 def neighbor_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatchConfig,
-                     generator: torch.Generator) -> Iterator[NodeBatch]:
+                     generator: torch.Generator, share: RankShare = WHOLE) -> Iterator[NodeBatch]:
     """Random batches of seed nodes, each grown by sampling ``batching.fanouts`` edges per hop.
 
     Args:
@@ -116,6 +149,10 @@ def neighbor_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatchCo
         edge_pool: ``[P]`` ids of the edges that may be sampled (the kept edges, or all of them).
         batching: ``batch_size`` seeds per batch, ``fanouts`` edges per node and hop.
         generator: seeds the seed partition and the sampling.
+        share: this rank's share of every batch: seeds ``rank``, ``rank + W``, ... of it, grown
+            with a generator of its own (seeded from ``generator``, which every rank then advances
+            alike) and weighted ``W`` times its fraction of the batch's seeds (so the mean weight over
+            the ranks is 1); a rank left without seeds in the last batch gets a filler (weight 0).
 
     A node reached at hop ``h`` draws ``min(fanouts[h], degree)`` of its pool edges uniformly
     without replacement; nodes already in the batch are not expanded again. The batch's graph is
@@ -126,12 +163,16 @@ def neighbor_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatchCo
     adjacency = _pool_adjacency(edge_set, edge_pool)
     perm = torch.randperm(n, generator=generator)
     for begin in range(0, n, batching.batch_size):
-        seeds = perm[begin:begin + batching.batch_size]
+        seeds, sampler, weight = perm[begin:begin + batching.batch_size], generator, 1.0
+        if not share.whole:
+            sampler = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)) + share.rank)
+            own = seeds[share.rank::share.world_size]
+            seeds, weight = (own, share.world_size * own.numel() / seeds.numel()) if own.numel() else (seeds[:1], 0.0)
         reached = torch.zeros(n, dtype=torch.bool)
         reached[seeds] = True
         frontier, sampled = seeds, []
         for fanout in batching.fanouts:
-            neighbours, ids = _sample_neighbours(adjacency, frontier, fanout, generator)
+            neighbours, ids = _sample_neighbours(adjacency, frontier, fanout, sampler)
             sampled.append(ids)
             frontier = neighbours[~reached[neighbours]].unique()
             reached[frontier] = True
@@ -140,7 +181,8 @@ def neighbor_batches(edge_set: EdgeSet, edge_pool: Tensor, batching: MiniBatchCo
         nodes = reached.nonzero().view(-1)
         ids = torch.cat(sampled).unique()
         local = torch.searchsorted(nodes, edge_set.edges[:, ids])
-        yield NodeBatch(nodes, ids, EdgeSet(local, nodes.numel()), torch.searchsorted(nodes, seeds.sort().values))
+        yield NodeBatch(nodes, ids, EdgeSet(local, nodes.numel()), torch.searchsorted(nodes, seeds.sort().values),
+                        weight)
 
 
 @dataclass(frozen=True)
@@ -168,6 +210,6 @@ def _sample_neighbours(adjacency: _Adjacency, frontier: Tensor, fanout: int,
     return adjacency.neighbour[chosen], adjacency.edge_id[chosen]
 
 
-#: batch loaders by name: ``loader(edge_set, edge_pool, batching, generator) -> iterator of NodeBatch``
+#: batch loaders by name: ``loader(edge_set, edge_pool, batching, generator, share=WHOLE) -> iterator of NodeBatch``
 LOADERS: dict[str, Callable[..., Iterator[NodeBatch]]] = {"random-nodes": random_node_batches,
                                                           "neighbors": neighbor_batches}

@@ -25,7 +25,7 @@ from torch import Tensor
 from .copruning import CoPruner, WeightGranularity
 from .data import GraphData
 from .graph import EdgeSelection, MaskedGraph
-from .loader import LOADERS, MiniBatchConfig, NodeBatch
+from .loader import LOADERS, WHOLE, MiniBatchConfig, NodeBatch, RankShare
 from .masks import WeightDistribution
 from .methods.base import Fitted
 from .nn import GraphModel
@@ -39,19 +39,21 @@ class MiniBatchCoPruner(CoPruner):
         model, data: as for :class:`CoPruner`.
         batching: batch size and loader.
         seed: seeds the batch partitions (one stream per pruner).
+        share: this process's share of every step under data parallelism (see :mod:`gnnprune.loader`).
         **kwargs: :class:`CoPruner` options (learned gates, weight granularity).
     """
 
     def __init__(self, model: GraphModel, data: GraphData, batching: MiniBatchConfig = MiniBatchConfig(),
-                 seed: int = 0, **kwargs) -> None:
+                 seed: int = 0, share: RankShare = WHOLE, **kwargs) -> None:
         super().__init__(model, data, **kwargs)
         self.batching = batching
+        self.share = share
         self.generator = torch.Generator().manual_seed(seed)
 
     def batches(self, kept_only: bool = True) -> Iterator[NodeBatch]:
-        """One epoch of batches over the kept edges (``kept_only``) or over every edge."""
+        """One epoch of batches (one per optimizer step) over the kept edges (``kept_only``) or over every edge."""
         pool = self._edges.index if kept_only else self._all_edges.index
-        return LOADERS[self.batching.loader](self.edge_set, pool, self.batching, self.generator)
+        return LOADERS[self.batching.loader](self.edge_set, pool, self.batching, self.generator, self.share)
 
     def batch_inputs(self, batch: NodeBatch) -> Tensor:
         """Kept, gated feature columns of the batch's nodes."""
@@ -74,12 +76,14 @@ class MiniBatchCoPruner(CoPruner):
 
     def _probe_backward(self, loss_fn: Callable[[Tensor, NodeBatch], Tensor], gate: Tensor,
                         edge_value: Tensor) -> float:
-        """The probe over one epoch of batches containing every edge; the loss is the mean over batches."""
+        """The probe over one epoch of batches containing every edge; the loss is the mean over batches
+        (of a rank's batches weighted as in training: a filler counts zero)."""
         batches = list(self.batches(kept_only=False))
         total = 0.0
         for batch in batches:
             graph = MaskedGraph(EdgeSelection(batch.edges), edge_value[batch.edge_ids])
-            loss = loss_fn(self.model(self._all_features.rows(batch.nodes, gate), graph), batch) / len(batches)
+            loss = loss_fn(self.model(self._all_features.rows(batch.nodes, gate), graph), batch) \
+                * (batch.weight / len(batches))
             loss.backward()
             total += float(loss.detach())
         return total

@@ -80,11 +80,12 @@ def single_process(out: str) -> None:
 
 
 def rank_main(rank: int, world_size: int, port: int, out: str, mode: str) -> None:
-    """One rank: ``mode`` is ``full``, ``minibatch``, ``perturb`` (rank 1 scores differently) or ``die``
+    """One rank: ``mode`` is ``full``, a mini-batch loader's name, ``perturb`` (rank 1 scores differently) or ``die``
     (rank 1 exits at epoch 3). Writes ``rank-R.pt`` or ``rank-R.err`` (the error's text)."""
     world = _join(rank, world_size, port)
     try:
-        batching = MiniBatchConfig(batch_size=100) if mode == "minibatch" else None
+        batching = {"random-nodes": MiniBatchConfig(batch_size=100),
+                    "neighbors": MiniBatchConfig(batch_size=100, loader="neighbors", fanouts=(5, 5))}.get(mode)
         state = cgp_run(world, batching, perturb_rank=1 if mode == "perturb" else None,
                         die_rank=1 if mode == "die" else None)
         torch.save(state, Path(out) / f"rank-{rank}.pt")

@@ -138,8 +138,9 @@ def test_perturbed_scores_on_one_rank_stop_the_run(tmp_path):
         assert "features" in error
 
 
-def test_minibatch_ranks_keep_the_same_masks(tmp_path):
-    assert workers.launch(workers.rank_main, 2, (str(tmp_path), "minibatch"), TIMEOUT_S) == [0, 0]
+@pytest.mark.parametrize("loader", ["random-nodes", "neighbors"])
+def test_minibatch_ranks_keep_the_same_masks(tmp_path, loader):
+    assert workers.launch(workers.rank_main, 2, (str(tmp_path), loader), TIMEOUT_S) == [0, 0]
     ranks = [torch.load(tmp_path / f"rank-{rank}.pt", weights_only=True) for rank in range(2)]
     for site, mask in ranks[0]["masks"].items():
         assert mask.equal(ranks[1]["masks"][site]), site

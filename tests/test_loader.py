@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from gnnprune.graph import EdgeSet
-from gnnprune.loader import MiniBatchConfig, neighbor_batches, random_node_batches
+from gnnprune.loader import MiniBatchConfig, RankShare, neighbor_batches, random_node_batches
 from helpers import tiny_graph
 
 
@@ -70,3 +71,48 @@ def test_neighbor_sampling_takes_every_edge_when_the_fanout_covers_the_degree_an
                 counts[batch.edge_ids] += 1
     assert 200 < counts.sum() < 500  # the hub is alone in the last (odd) batch one time in nine
     assert torch.allclose(counts / counts.sum(), torch.full((8,), 1 / 8), atol=0.05)
+
+
+def _epoch(loader, edges, pool, batching, share, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    batches = list(loader(edges, pool, batching, generator, share))
+    return batches, generator.get_state()
+
+
+def test_ranks_deal_whole_random_node_parts_and_a_filler_of_weight_zero():
+    data = tiny_graph()
+    pool = torch.arange(data.edges.num_edges)
+    batching = MiniBatchConfig(2)  # 6 nodes: 3 parts for 2 ranks
+    whole, state = _epoch(random_node_batches, data.edges, pool, batching, RankShare())
+    ranks = [_epoch(random_node_batches, data.edges, pool, batching, RankShare(r, 2)) for r in range(2)]
+    assert [len(batches) for batches, _ in ranks] == [2, 2]  # ceil(3 parts / 2 ranks) steps each
+    assert all(generator.equal(state) for _, generator in ranks)  # every rank's generator stays in step
+    (first, _), (second, _) = ranks
+    for part, batch in zip(whole, [first[0], second[0], first[1]]):  # step s deals parts 2s, 2s + 1
+        assert batch.weight == 1.0 and batch.nodes.equal(part.nodes) and batch.edge_ids.equal(part.edge_ids)
+    assert second[1].weight == 0.0  # no fourth part: rank 1 repeats one with weight 0
+    assert all(batch.weight == 1.0 for batch in whole)
+
+
+def test_ranks_split_each_neighbor_batch_seeds_and_weigh_them_by_their_share():
+    edges = _star_and_path()
+    pool = torch.arange(11)
+    batching = MiniBatchConfig(batch_size=5, loader="neighbors", fanouts=(2, 2))  # 12 seeds: 5, 5, 2
+    whole, state = _epoch(neighbor_batches, edges, pool, batching, RankShare())
+    ranks = [_epoch(neighbor_batches, edges, pool, batching, RankShare(r, 3)) for r in range(3)]
+    assert all(len(batches) == len(whole) == 3 for batches, _ in ranks)  # one share of every batch
+    assert ranks[0][1].equal(ranks[1][1]) and ranks[1][1].equal(ranks[2][1])  # generators in step
+    for step, batch in enumerate(whole):
+        shares = [batches[step] for batches, _ in ranks]
+        live = [share for share in shares if share.weight > 0]
+        seeds = torch.cat([share.nodes[share.loss_nodes] for share in live])
+        assert sorted(seeds.tolist()) == sorted(batch.nodes[batch.loss_nodes].tolist())  # a partition
+        assert abs(sum(share.weight for share in shares) / 3 - 1.0) < 1e-12
+        for share in live:  # weight: W times the share's fraction of the batch's seeds
+            assert abs(share.weight - 3 * share.loss_nodes.numel() / batch.loss_nodes.numel()) < 1e-12
+    assert [share.weight for share in (batches[2] for batches, _ in ranks)] == [1.5, 1.5, 0.0]
+
+
+def test_a_rank_share_outside_the_world_is_refused():
+    with pytest.raises(ValueError, match="rank must be in 0 .. world_size - 1, got rank 2 of 2"):
+        RankShare(2, 2)
