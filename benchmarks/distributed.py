@@ -13,11 +13,14 @@ evaluates the whole graph).
 Per process: the time of every epoch (from the loop's stop polls), the graph loading time, the
 peak RSS (``ru_maxrss``, which counts shared pages in every process that touched them) and the
 peak PSS (shared pages split between the processes sharing them; sampled every 0.5 s from
-``/proc/self/smaps_rollup``, so a lower bound). The two layouts alternate ``--repeats`` times.
+``/proc/self/smaps_rollup``, so a lower bound). The ``--layouts`` alternate ``--repeats`` times;
+``1x2-paired`` is one process stepping on 2 batches at a time, which separates what data
+parallelism changes in the optimisation (with ``random-nodes``, half the steps) from the
+distribution itself.
 
     python -m benchmarks.distributed --out results/distributed
     python -m benchmarks.distributed --scale 0.05 --repeats 1 --out /tmp/distributed   # smoke test
-    python -m benchmarks.distributed --scale 0.05 --epochs 20 --loader neighbors --repeats 1 --out /tmp/accuracy
+    python -m benchmarks.distributed --scale 0.05 --epochs 20 --layouts 1x2,2x1,1x2-paired --repeats 1 --out /tmp/accuracy
 """
 from __future__ import annotations
 
@@ -40,10 +43,18 @@ import torch
 from gnnprune.machine import load_average, load_note
 
 PRODUCTS = {"num_nodes": 2_449_029, "num_edges": 61_859_140}
-LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1)}  # processes x threads per process
+#: processes x threads per process; ``1x2-paired``: one process that steps on the mean loss of 2
+#: batches at a time, the optimisation 2 ranks perform (:func:`paired_minibatch_step`)
+LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1), "1x2-paired": (1, 2)}
 MIN_EPOCHS = 5
-PLAIN_EPOCHS = (2, 4)   # training and evaluation only
-PROBE_EPOCH = 1         # probe pass, mask update with regrowth, training, evaluation
+UPDATE_EPOCHS = (1, 3)  # mask updates (epoch 1 with the probe pass and regrowth)
+PROBE_EPOCH = 1
+
+
+def plain_epochs(epochs: int) -> list[int]:
+    """Epochs of training and evaluation only: from epoch 2 on (epoch 0 pays first-call costs),
+    without a mask update."""
+    return [e for e in range(2, epochs) if e not in UPDATE_EPOCHS]
 
 
 def dataset_spec(scale: float) -> str:
@@ -63,6 +74,19 @@ def _memory_gb(field: str) -> float:
     return float("nan")
 
 
+def paired_minibatch_step(run, method) -> dict:
+    """One epoch of one process that takes 2 batches per optimizer step (the mean of their losses):
+    with ``random-nodes`` the optimisation of 2 data-parallel ranks, without the second process."""
+    pruner, losses = run.pruner, []
+    batches = list(pruner.batches())
+    for first in range(0, len(batches), 2):
+        run.optimizer.zero_grad(set_to_none=True)
+        pair = batches[first:first + 2]
+        loss = sum(run.train_loss(run.model(pruner.batch_inputs(b), pruner.batch_graph(b)), b) for b in pair)
+        losses.append(run.step(loss / len(pair)))
+    return {"loss": sum(losses) / len(losses), "batches": len(batches)}
+
+
 def worker(args) -> int:
     """One process of a layout: the run, its timings and memory to ``args.worker`` (``-rank-R.json``)."""
     from gnnprune.config import ExperimentConfig
@@ -74,6 +98,9 @@ def worker(args) -> int:
 
     torch.set_num_threads(args.threads)
     world = init_from_env() if launched_by_torchrun() else None
+    if args.paired:
+        import gnnprune.minibatch
+        gnnprune.minibatch.minibatch_step = paired_minibatch_step  # the epoch step train_minibatch calls
     peak = {"Pss": 0.0, "Rss": 0.0}
     done = threading.Event()
 
@@ -117,7 +144,7 @@ def _launch(layout: str, args, folder: Path) -> list[dict]:
     prefix = folder / f"{layout}-{time.monotonic_ns()}"
     inner = ["-m", "benchmarks.distributed", "--worker", str(prefix), "--threads", str(threads),
              "--scale", str(args.scale), "--batches", str(args.batches), "--epochs", str(args.epochs),
-             "--loader", args.loader]
+             "--loader", args.loader, *(["--paired"] if layout.endswith("-paired") else [])]
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                                           str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -142,7 +169,8 @@ def summarize(runs: dict[str, list[list[dict]]]) -> dict:
                                                     for repeat in repeats)
         table[layout] = {
             "plain_epoch_s": statistics.median(max(rank["epoch_s"][e] for rank in repeat)
-                                               for repeat in repeats for e in PLAIN_EPOCHS),
+                                               for repeat in repeats
+                                               for e in plain_epochs(len(repeat[0]["epoch_s"]))),
             "probe_epoch_s": epoch_time(PROBE_EPOCH),
             "load_s": statistics.median(rank["load_s"] for rank in ranks),
             "peak_rss_gb_per_process": statistics.median(rank["peak_rss_gb"] for rank in ranks),
@@ -157,7 +185,8 @@ def markdown(report: dict) -> str:
             "| peak PSS / process (GiB) | test accuracy |", "|---|---|---|---|---|---|---|"]
     for layout, s in report["summary"].items():
         processes, threads = LAYOUTS[layout]
-        rows.append(f"| {processes} process(es) x {threads} thread(s) | {s['plain_epoch_s']:.4f} | "
+        paired = ", 2 batches per step" if layout.endswith("-paired") else ""
+        rows.append(f"| {processes} process(es) x {threads} thread(s){paired} | {s['plain_epoch_s']:.4f} | "
                     f"{s['probe_epoch_s']:.4f} | {s['load_s']:.4f} | {s['peak_rss_gb_per_process']:.4f} | "
                     f"{s['peak_pss_gb_per_process']:.4f} | {s['test']:.4f} |")
     head = (f"{report['dataset']} ({report['graph']['nodes']:,} nodes, {report['graph']['undirected_edges']:,} edges), "
@@ -177,12 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each layout, alternating")
     parser.add_argument("--out", type=Path, help="folder for distributed.json and distributed.md")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--layouts", default="1x2,2x1",
+                        help=f"comma-separated layouts to compare, of {', '.join(LAYOUTS)}")
+    parser.add_argument("--paired", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
     if args.out is None:
         parser.error("--out is required")
+    args.layouts = [layout for layout in args.layouts.split(",") if layout]
+    if not args.layouts or any(layout not in LAYOUTS for layout in args.layouts):
+        parser.error(f"--layouts takes some of {', '.join(LAYOUTS)}, got {','.join(args.layouts)}")
     if args.epochs < MIN_EPOCHS:
         parser.error(f"--epochs must be at least {MIN_EPOCHS}, got {args.epochs}")
     report = {"command": "python -m benchmarks.distributed " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -190,13 +225,13 @@ def main(argv: list[str] | None = None) -> int:
               "python": platform.python_version(), "scale": args.scale, "batches": args.batches,
               "loader": args.loader, "epochs": args.epochs,
               "repeats": args.repeats, "load_average_at_start": load_average()}
-    runs: dict[str, list[list[dict]]] = {layout: [] for layout in LAYOUTS}
+    runs: dict[str, list[list[dict]]] = {layout: [] for layout in args.layouts}
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(args.repeats):
-            for layout in LAYOUTS:
+            for layout in args.layouts:
                 runs[layout].append(_launch(layout, args, Path(scratch)))
                 print(f"{layout}: epochs {[round(t, 2) for t in runs[layout][-1][0]['epoch_s']]}", file=sys.stderr)
-    first = runs["1x2"][0][0]
+    first = runs[args.layouts[0]][0][0]
     report.update(dataset=first["dataset"], graph=first["graph"], summary=summarize(runs), runs=runs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "distributed.json").write_text(json.dumps(report, indent=2) + "\n")
