@@ -15,6 +15,7 @@ from gnnprune.data.synthetic import CSBMConfig, csbm
 from gnnprune.distributed import World, init_from_env, shutdown, train_once_distributed
 from gnnprune.loader import MiniBatchConfig
 from gnnprune.methods import CGP, CGPConfig, train_once
+from gnnprune.minibatch import train_once_minibatch
 from gnnprune.nn import build_model
 from gnnprune.training import TrainConfig
 
@@ -63,7 +64,9 @@ def cgp_run(world: World | None, batching: MiniBatchConfig | None = None, *, per
             on_epoch_start(run, epoch)
         method.on_epoch_start = dying
     options = {"learn_gates": True, "progress": False}
-    if world is None:
+    if world is None and batching is not None:
+        fitted = train_once_minibatch(method, model, data, config, batching=batching, **options)
+    elif world is None:
         fitted = train_once(method, model, data, config, **options)
     else:
         fitted = train_once_distributed(method, model, data, config, world, batching=batching, **options)
@@ -79,13 +82,17 @@ def single_process(out: str) -> None:
     torch.save(cgp_run(None), Path(out) / "single.pt")
 
 
+#: the mini-batch runs of the tests, by loader
+BATCHINGS = {"random-nodes": MiniBatchConfig(batch_size=100),
+             "neighbors": MiniBatchConfig(batch_size=100, loader="neighbors", fanouts=(5, 5))}
+
+
 def rank_main(rank: int, world_size: int, port: int, out: str, mode: str) -> None:
     """One rank: ``mode`` is ``full``, a mini-batch loader's name, ``perturb`` (rank 1 scores differently) or ``die``
     (rank 1 exits at epoch 3). Writes ``rank-R.pt`` or ``rank-R.err`` (the error's text)."""
     world = _join(rank, world_size, port)
     try:
-        batching = {"random-nodes": MiniBatchConfig(batch_size=100),
-                    "neighbors": MiniBatchConfig(batch_size=100, loader="neighbors", fanouts=(5, 5))}.get(mode)
+        batching = BATCHINGS.get(mode)
         state = cgp_run(world, batching, perturb_rank=1 if mode == "perturb" else None,
                         die_rank=1 if mode == "die" else None)
         torch.save(state, Path(out) / f"rank-{rank}.pt")

@@ -149,6 +149,23 @@ def test_minibatch_ranks_keep_the_same_masks(tmp_path, loader):
     assert ranks[0]["test"] == ranks[1]["test"] >= 0.6
 
 
+@pytest.mark.parametrize("loader", ["random-nodes", "neighbors"])
+def test_one_rank_minibatch_run_equals_the_single_process_run(tmp_path, loader):
+    """The data-parallel path with one rank draws and steps exactly as one process does."""
+    assert workers.launch(workers.rank_main, 1, (str(tmp_path), loader), TIMEOUT_S) == [0]
+    ranked = torch.load(tmp_path / "rank-0.pt", weights_only=True)
+    threads = torch.get_num_threads()
+    try:
+        single = workers.cgp_run(None, workers.BATCHINGS[loader])  # sets 1 thread, as each rank
+    finally:
+        torch.set_num_threads(threads)
+    for site, mask in single["masks"].items():
+        assert mask.equal(ranked["masks"][site]), site
+    for name, value in single["weights"].items():
+        assert torch.allclose(value, ranked["weights"][name], rtol=0, atol=1e-6), name
+    assert abs(single["test"] - ranked["test"]) <= 1e-6 and single["best_epoch"] == ranked["best_epoch"]
+
+
 def test_a_dead_rank_ends_the_torchrun_job_naming_it(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                workers.__file__, "die", str(tmp_path)]
