@@ -47,7 +47,7 @@ from .graph import EdgeSet
 from .loader import MiniBatchConfig, RankShare
 from .masks import MaskEngine, WeightDistribution
 from .methods.base import Fitted
-from .minibatch import MiniBatchCoPruner, MiniBatchRun
+from .minibatch import MiniBatchCoPruner, MiniBatchRun, step_batches
 from .nn import GraphModel
 from .training import Method, TrainConfig, TrainingRun, TrainResult, train
 
@@ -401,14 +401,7 @@ def distributed_minibatch_step(run: DistributedMiniBatchRun, method: Method) -> 
 
     Returns the mean loss over all ranks' batches and the number of steps.
     """
-    pruner, losses, steps = run.pruner, [], 0
-    for batch in pruner.batches():
-        run.optimizer.zero_grad(set_to_none=True)
-        logits = run.replica(pruner.batch_inputs(batch), pruner.batch_graph(batch))
-        loss = run.step(run.train_loss(logits, batch) * batch.weight)
-        steps += 1
-        if batch.weight > 0:
-            losses.append(loss)
+    losses, steps = step_batches(run, run.replica)
     summed = torch.tensor([sum(losses), float(len(losses))], dtype=torch.float64)
     run.world.all_reduce_mean_([summed])
     return {"loss": float(summed[0] / summed[1]), "batches": steps}

@@ -115,18 +115,30 @@ class MiniBatchRun(TrainingRun):
         return loss
 
 
+def step_batches(run: MiniBatchRun, forward: Callable[..., Tensor]) -> tuple[list[float], int]:
+    """One optimizer step per batch of the epoch, the batch's loss times its
+    :attr:`~gnnprune.loader.NodeBatch.weight`; ``forward`` is the model, or its data-parallel wrapper.
+
+    Returns the losses of the batches that count (weight above 0) and the number of steps.
+    """
+    pruner, losses, steps = run.pruner, [], 0
+    for batch in pruner.batches():
+        run.optimizer.zero_grad(set_to_none=True)
+        logits = forward(pruner.batch_inputs(batch), pruner.batch_graph(batch))
+        loss = run.step(run.train_loss(logits, batch) * batch.weight)
+        steps += 1
+        if batch.weight > 0:
+            losses.append(loss)
+    return losses, steps
+
+
 def minibatch_step(run: MiniBatchRun, method: Method) -> dict:
     """One epoch of mini-batch optimisation: an optimizer step per batch of the kept graph.
 
     Returns the mean batch loss and the number of batches for the epoch's history.
     """
-    model, pruner, optimizer = run.model, run.pruner, run.optimizer
-    losses = []
-    for batch in pruner.batches():
-        optimizer.zero_grad(set_to_none=True)
-        loss = run.train_loss(model(pruner.batch_inputs(batch), pruner.batch_graph(batch)), batch)
-        losses.append(run.step(loss))
-    return {"loss": sum(losses) / len(losses), "batches": len(losses)}
+    losses, steps = step_batches(run, run.model)
+    return {"loss": sum(losses) / len(losses), "batches": steps}
 
 
 def train_minibatch(model: GraphModel, data: GraphData, pruner: MiniBatchCoPruner, method: Method,
