@@ -41,10 +41,10 @@ def _input_errors(*also: type[Exception]):
 
     try:
         yield
-    except FileNotFoundError as exc:
-        raise UsageError(f"no such file: {exc.filename}") from None
     except (ValueError, DataNotFoundError, OutputExistsError, *also) as exc:
         raise UsageError(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise UsageError(f"no such file: {exc.filename}" if exc.filename else str(exc)) from None
 
 
 def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,6 +91,9 @@ def _add_train(cnn_sub) -> None:
                    help="arithmetic of the training forward/backward pass (bf16: CPU autocast)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
     p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0)
+    p.add_argument("--init-from", type=Path, metavar="STATE_DICT",
+                   help="start from these weights of the same model (model.pt or a checkpoint.pt) instead of "
+                        "a random initialisation: a further learning-rate cycle, a warm restart")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from OUT/checkpoint.pt (give the same options)")
     _add_batch_arguments(p)
@@ -114,6 +117,8 @@ def _train_command(args: argparse.Namespace) -> int:
         check_choice("dataset", args.dataset, IMAGE_DATASETS)
         if args.label_smoothing >= 1:
             raise ValueError(f"--label-smoothing must be < 1, got {args.label_smoothing}")
+        if args.init_from is not None and not args.init_from.is_file():
+            raise ValueError(f"--init-from {args.init_from}: no such file")
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         subset = data.subset(args.train_subset, args.test_subset)  # validates the subset sizes
         steps_per_epoch = math.ceil(len(subset.train_y) / args.batch_size)
@@ -123,7 +128,8 @@ def _train_command(args: argparse.Namespace) -> int:
                                channels_last=args.channels_last, schedule=args.schedule,
                                label_smoothing=args.label_smoothing, eval_every_epoch=True)
         config = TrainRunConfig(model=args.model, dataset=args.dataset, train=train,
-                                train_subset=args.train_subset, test_subset=args.test_subset)
+                                train_subset=args.train_subset, test_subset=args.test_subset,
+                                init_from=None if args.init_from is None else str(args.init_from))
         if args.resume:
             if not (args.out / CHECKPOINT_FILE).is_file():
                 raise ValueError(f"--resume: {args.out / CHECKPOINT_FILE} does not exist")

@@ -133,7 +133,7 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         "model_input": list(spec.input_shape),
     }
     if config.checkpoint is not None:
-        model.load_state_dict(safe_torch_load(config.checkpoint))
+        load_weights(model, config.checkpoint)
         evaluate_test = lambda: evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std,  # noqa: E731
                                              config.train.eval_batch_size)
         record["accuracy"] = {"dense": evaluate_test() if dense_accuracy is None else dense_accuracy}
@@ -164,6 +164,8 @@ class TrainRunConfig:
         dataset: a name in :data:`IMAGE_DATASETS`.
         train: the training recipe.
         train_subset, test_subset: class-stratified subset sizes (``None``: whole split).
+        init_from: a state_dict of the same model to start from instead of a random initialisation
+            (a further learning-rate cycle on a trained model: a warm restart).
     """
 
     model: str = "resnet20"
@@ -171,10 +173,25 @@ class TrainRunConfig:
     train: CNNTrainConfig = field(default_factory=CNNTrainConfig)
     train_subset: int | None = None
     test_subset: int | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         cnn_model_spec(self.model)
         check_choice("dataset", self.dataset, IMAGE_DATASETS)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state_dict of ``model`` from ``path``: a saved ``state_dict`` (``model.pt``) or a
+    training checkpoint holding one under ``"model"``. Raises ``ValueError`` naming the file when
+    its tensors do not fit the model."""
+    state = safe_torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"{path}: not a state_dict of this model ({reason})") from None
 
 
 def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike, resume: bool = False,
@@ -193,6 +210,8 @@ def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike
     torch.manual_seed(seed)
     data = data.subset(config.train_subset, config.test_subset, seed=seed)
     model = build_cnn_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
+    if config.init_from is not None and not resume:  # a resumed run restores its own weights
+        load_weights(model, config.init_from)
     record = {"status": "running", "config": {**asdict(config), "train": config.train.record()},
               "data": data.name, "seed": seed, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     if not resume:

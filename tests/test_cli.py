@@ -439,7 +439,14 @@ BAD_INPUT += [  # gnnprune cnn: the whole command line is given (digits data, no
     ("cnn-analyse-k-too-large", ["cnn", "analyse", "--dataset", "digits", "--checkpoint", "{run}/none.pt", "--images", "8",
                                  "--k", "8", "--out", "{out}"], "--k 8 must be below --images 8", "run"),
 ]
-BAD_INPUT_CASES = 102
+BAD_INPUT += [
+    ("cnn-train-no-init-weights", ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--init-from",
+                                   "{run}/none.pt", "--out", "{out}"], "--init-from {run}/none.pt: no such file", "run"),
+    ("cnn-train-init-other-model", ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--init-from",
+                                    "{run}/other.pt", "--out", "{out}"],
+     "{run}/other.pt: not a state_dict of this model (", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
+]
+BAD_INPUT_CASES = 104
 
 
 def _drop_key(path, key):

@@ -111,3 +111,18 @@ def test_cnn_train_command_and_resume(tmp_path, capsys):
     assert "already exists" in err[0] and "written for 2 epochs, not 3" in err[-1]
     assert main(argv[:-1] + [str(tmp_path / "none"), "--resume"]) == 2
     assert "none/checkpoint.pt does not exist" in capsys.readouterr().err
+
+
+def test_cnn_train_init_from_starts_at_the_given_weights(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--epochs", "2", "--batch-size", "200",
+            "--warmup-epochs", "0", "--no-progress", "--out"]
+    assert main(argv + [str(first)]) == 0
+    trained = json.loads((first / "history.json").read_text())["history"]
+    # a further cycle at a small learning rate starts where the first run ended, not at a random model
+    assert main(argv + [str(second), "--lr", "0.001", "--init-from", str(first / "model.pt")]) == 0
+    again = json.loads((second / "history.json").read_text())
+    assert again["config"]["init_from"] == str(first / "model.pt")
+    assert again["history"][0]["train_loss"] < trained[0]["train_loss"]
+    assert again["history"][0]["test_accuracy"] >= trained[-1]["test_accuracy"] - 0.05
+    assert main(argv + [str(tmp_path / "third"), "--init-from", str(first / CHECKPOINT_FILE)]) == 0  # a checkpoint too
