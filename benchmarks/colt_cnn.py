@@ -7,6 +7,8 @@ image once per epoch in both methods). Writes one JSON record (per seed and meth
 accuracy, epochs, kept weights, per-round intersections and top-ups) and prints a table.
 
     python -m benchmarks.colt_cnn --dataset digits --seeds 0,1,2 --out results/colt/cnn_digits.json
+    python -m benchmarks.colt_cnn --dataset cifar10 --model resnet20 --train-subset 5000 --test-subset 2000 \
+        --epochs 3 --batch-size 128 --lr 0.1 --precision bf16 --channels-last --out results/colt/cnn_cifar10.json
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=10, help="epochs of every copy in every round, and of the ticket")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training arithmetic (bf16: CPU autocast; evaluation stays fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
     p.add_argument("--train-subset", type=int)
     p.add_argument("--test-subset", type=int)
     p.add_argument("--seeds", default="0,1,2")
@@ -47,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         subset = data.subset(args.train_subset, args.test_subset, seed=seed)
         train = CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               augment=args.dataset != "digits", seed=seed)
+                               augment=args.dataset != "digits", seed=seed, precision=args.precision,
+                               channels_last=args.channels_last)
         rounds = TicketRounds(sparsity=args.sparsity, rate=args.rate, round_train=train, ticket_train=train)
         build = lambda: build_cnn_model(args.model, num_classes=subset.num_classes,  # noqa: E731
                                         in_channels=subset.train_x.shape[1])
