@@ -336,17 +336,10 @@ def _prune_command(args: argparse.Namespace) -> int:
 def _load_model(name: str, checkpoint: Path, data, dataset: str) -> "torch.nn.Module":
     """``name`` built for ``data`` (the data set called ``dataset``) with the state_dict in
     ``checkpoint``, in eval mode (``ValueError`` naming the file when it does not fit)."""
-    from gnnprune.io import safe_torch_load
+    from .models import build_cnn_model, load_weights
 
-    from .models import build_cnn_model
-
-    state = safe_torch_load(checkpoint)
     model = build_cnn_model(name, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{checkpoint} is not a {name} state_dict for {dataset}: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+    return load_weights(model, checkpoint, f"{name} for {dataset}").eval()
 
 
 def _add_rmnet(cnn_sub) -> None:

@@ -17,7 +17,7 @@ from gnnprune.masks import MaskEngine
 from .adapters import WeightMasks, weight_mask
 from .counting import count_model
 from .data import ImageData, load_cifar10, load_digits
-from .models import build_cnn_model, cnn_model_spec
+from .models import build_cnn_model, cnn_model_spec, load_weights
 from .rgp import LayerGraph, RGPConfig, random_element_masks, records_as_dicts, rgp_masks
 from .train import CHECKPOINT_FILE, CNNTrainConfig, evaluate_cnn, train_cnn
 
@@ -133,7 +133,7 @@ def run_rgp(config: RGPRunConfig, data: ImageData, out: str | os.PathLike | None
         "model_input": list(spec.input_shape),
     }
     if config.checkpoint is not None:
-        load_weights(model, config.checkpoint)
+        load_weights(model, config.checkpoint, f"{config.model} for {config.dataset}")
         evaluate_test = lambda: evaluate_cnn(model, data.test_x, data.test_y, data.mean, data.std,  # noqa: E731
                                              config.train.eval_batch_size)
         record["accuracy"] = {"dense": evaluate_test() if dense_accuracy is None else dense_accuracy}
@@ -180,20 +180,6 @@ class TrainRunConfig:
         check_choice("dataset", self.dataset, IMAGE_DATASETS)
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a state_dict of ``model`` from ``path``: a saved ``state_dict`` (``model.pt``) or a
-    training checkpoint holding one under ``"model"``. Raises ``ValueError`` naming the file when
-    its tensors do not fit the model."""
-    state = safe_torch_load(path)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ValueError(f"{path}: not a state_dict of this model ({reason})") from None
-
-
 def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike, resume: bool = False,
                  progress: bool = True) -> dict:
     """Train a dense model, checkpointing to ``out/checkpoint.pt`` and logging ``out/history.json``
@@ -211,7 +197,7 @@ def run_training(config: TrainRunConfig, data: ImageData, out: str | os.PathLike
     data = data.subset(config.train_subset, config.test_subset, seed=seed)
     model = build_cnn_model(config.model, num_classes=data.num_classes, in_channels=data.train_x.shape[1])
     if config.init_from is not None and not resume:  # a resumed run restores its own weights
-        load_weights(model, config.init_from)
+        load_weights(model, config.init_from, f"{config.model} for {config.dataset}")
     record = {"status": "running", "config": {**asdict(config), "train": config.train.record()},
               "data": data.name, "seed": seed, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     if not resume:

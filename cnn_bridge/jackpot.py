@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from gnnprune.io import atomic_torch_save, atomic_write_json
 from gnnprune.masks import MaskEngine, ScoreSearch, ScoreSearchConfig, kept_count
 
 from .adapters import WeightMasks, register_weight_site
@@ -161,7 +161,7 @@ def run_jackpot(config: JackpotRunConfig, data: ImageData, out: str | os.PathLik
     weights with the dead ones zeroed, re-estimated statistics) and, after a fine-tune,
     ``model-finetuned.pt``.
     """
-    from .models import build_cnn_model
+    from .models import build_cnn_model, load_weights
 
     seed = config.pretrain.seed
     torch.manual_seed(seed)
@@ -172,7 +172,7 @@ def run_jackpot(config: JackpotRunConfig, data: ImageData, out: str | os.PathLik
                     "train_images": len(data.train_y), "test_images": len(data.test_y), "times_s": {}}
     clock = time.perf_counter()
     if config.checkpoint is not None:
-        model.load_state_dict(safe_torch_load(config.checkpoint))
+        load_weights(model, config.checkpoint, config.model)
         record["pretrain"] = {"checkpoint": str(config.checkpoint)}
     else:
         record["pretrain"] = train_cnn(model, data, config.pretrain, progress=progress, description="pretrain")

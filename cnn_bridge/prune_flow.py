@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gnnprune.io import atomic_torch_save, atomic_write_json, safe_torch_load
+from gnnprune.io import atomic_torch_save, atomic_write_json
 from gnnprune.masks import EarlyBirdConfig
 
 from .allocation import MacModel, keep_for_fractions, uniform_fraction_for
@@ -167,7 +167,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     ``architecture.json`` (see :func:`cnn_bridge.compact.load_compact`).
     """
     from .criteria import DATA_DRIVEN, TRAINED, get_criterion
-    from .models import build_cnn_model
+    from .models import build_cnn_model, load_weights
 
     seed = config.finetune.seed
     torch.manual_seed(seed)
@@ -179,7 +179,7 @@ def run_prune(config: PruneRunConfig, data: ImageData, out: str | os.PathLike | 
     record: dict = {"status": "running", "config": asdict(config), "data": data.name, "seed": seed, "times_s": {}}
     clock = time.perf_counter()
     if config.checkpoint is not None:
-        model.load_state_dict(safe_torch_load(config.checkpoint))
+        load_weights(model, config.checkpoint, config.model)
         record["pretrain"] = {"checkpoint": str(config.checkpoint)}
     else:
         monitor = None if config.early_bird is None else _pretrain_monitor(config, model, data, input_shape)

@@ -444,7 +444,7 @@ BAD_INPUT += [
                                    "{run}/none.pt", "--out", "{out}"], "--init-from {run}/none.pt: no such file", "run"),
     ("cnn-train-init-other-model", ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--init-from",
                                     "{run}/other.pt", "--out", "{out}"],
-     "{run}/other.pt: not a state_dict of this model (", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
+     "{run}/other.pt is not a state_dict of convnet for digits: ", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
 ]
 BAD_INPUT_CASES = 104
 

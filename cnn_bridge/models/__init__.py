@@ -1,11 +1,14 @@
 """CNN models in plain torch, by name."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from torch import nn
+
+from gnnprune.io import safe_torch_load
 
 from .convnet import DigitsConvNet
 from .g_ghost import GGhostCifarResNet, GGhostStage
@@ -53,7 +56,27 @@ def build_cnn_model(name: str, **kwargs) -> nn.Module:
     return cnn_model_spec(name).build(**kwargs)
 
 
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str = "this model") -> nn.Module:
+    """Load into ``model`` the state_dict in ``path``: a saved ``state_dict`` (``model.pt``) or a
+    training checkpoint holding one under ``"model"``; returns ``model``.
+
+    Raises:
+        ValueError: naming the file (and ``name``, the model it was meant for) when the file is not
+            a state_dict that fits the model.
+    """
+    state = safe_torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"{path} is not a state_dict of {name}: {reason}") from None
+    return model
+
+
 __all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "GGhostCifarResNet", "GGhostStage",
            "GhostCifarResNet", "GhostConv",
            "PlainCifarNet", "ResNet50", "VGG",
-           "build_cnn_model", "cnn_model_spec"]
+           "build_cnn_model", "cnn_model_spec", "load_weights"]
+

@@ -171,7 +171,7 @@ def test_cli_rmnet_then_prune_every_channel(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--model", "vgg16_bn"], "unknown model 'vgg16_bn'; choose one of resnet20"),
     (["--checkpoint", "{tmp}/missing.pt"], "missing.pt"),
-    (["--model", "resnet56"], "is not a resnet56 state_dict"),
+    (["--model", "resnet56"], "is not a state_dict of resnet56 for"),
 ])
 def test_cli_rmnet_bad_input_exits_2(tmp_path, capsys, argv, message):
     from gnnprune.cli import main
