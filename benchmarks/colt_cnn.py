@@ -7,8 +7,9 @@ image once per epoch in both methods). Writes one JSON record (per seed and meth
 accuracy, epochs, kept weights, per-round intersections and top-ups) and prints a table.
 
     python -m benchmarks.colt_cnn --dataset digits --seeds 0,1,2 --out results/colt/cnn_digits.json
-    python -m benchmarks.colt_cnn --dataset cifar10 --model resnet20 --train-subset 5000 --test-subset 2000 \
-        --epochs 3 --batch-size 128 --lr 0.1 --precision bf16 --channels-last --out results/colt/cnn_cifar10.json
+    python -m benchmarks.colt_cnn --dataset cifar10 --model resnet20 --sparsity 0.9 --rate 0.4 --train-subset 5000 \
+        --test-subset 2000 --epochs 4 --batch-size 128 --lr 0.1 --precision bf16 --channels-last \
+        --out results/colt/cnn-cifar10-resnet20.json
 """
 from __future__ import annotations
 

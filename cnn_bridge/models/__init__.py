@@ -79,4 +79,3 @@ __all__ = ["CNNModelSpec", "CNN_MODELS", "CifarResNet", "DigitsConvNet", "GGhost
            "GhostCifarResNet", "GhostConv",
            "PlainCifarNet", "ResNet50", "VGG",
            "build_cnn_model", "cnn_model_spec", "load_weights"]
-
