@@ -193,9 +193,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         "bias and norm entries and the rows that read it, together; --weight-sparsity is then the "
                         "fraction of hidden units removed; class outputs are never pruned)")
     g.add_argument("--weight-distribution", choices=[d.value for d in WeightDistribution],
-                   help="spread --weight-sparsity evenly over the weight tensors, or by ERK (small tensors "
-                        "denser, same total); default: the model's (erk for gat and appnp, else uniform; "
-                        "ugs, colt and unit: uniform)"),
+                   help="spread --weight-sparsity evenly over the weight tensors, by ERK (small tensors "
+                        "denser, same total), or by one ranking of all weights (global); default: the model's "
+                        "(erk for gat and appnp, else uniform; ugs, colt and unit: uniform)"),
     g = p.add_argument_group("baselines")
     g.add_argument("--finetune-epochs", type=_positive_int,
                    help="oneshot: epochs after the cut (default: --epochs); jackpot: epochs of training the kept "

@@ -44,8 +44,8 @@ class ExperimentConfig:
         targets: final sparsity of weights (every layer), edges and features.
         weight_granularity: prune single weights or whole hidden units (not UGS: element only);
             with units, ``targets.weights`` is the fraction of hidden units removed.
-        weight_distribution: spread the weight target uniformly or by ERK (not UGS, not units:
-            uniform only).
+        weight_distribution: spread the weight target uniformly, by ERK or by one global ranking
+            (units: uniform only).
         cgp, oneshot, ugs, jackpot: settings of those methods (the others have none; colt runs on ``ugs``'s
             rounds).
         seeds: one run per seed.
@@ -82,9 +82,6 @@ class ExperimentConfig:
             self._check_jackpot()
         if rounds and WeightGranularity(self.weight_granularity) is not WeightGranularity.ELEMENT:
             raise ValueError(f"{self.method.value} prunes single weights only (weight granularity 'element')")
-        if rounds and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM:
-            raise ValueError(f"{self.method.value} prunes every weight tensor at the same rate "
-                             "(weight distribution 'uniform')")
         if (WeightGranularity(self.weight_granularity) is WeightGranularity.UNIT
                 and WeightDistribution(self.weight_distribution) is not WeightDistribution.UNIFORM):
             raise ValueError("unit pruning removes the same fraction of every unit group (weight distribution 'uniform')")
@@ -111,9 +108,9 @@ class ExperimentConfig:
         prior); for a model of your own (``model=None``) they are the :class:`ModelSpec`
         field defaults. Method-specific values come from the method: the self-training weight
         (:attr:`~gnnprune.training.Method.pseudo_label_weight`, 0.3 for CGP, 0 for the
-        baselines, which run as published) and UGS's uniform weight distribution (also that of unit pruning). The pruning
-        schedule follows the epochs (:meth:`CGPConfig.for_epochs`), as does the self-training
-        warm-up (``epochs // 4``).
+        baselines, which run as published) and the uniform weight distribution of UGS, COLT and
+        unit pruning. The pruning schedule follows the epochs (:meth:`CGPConfig.for_epochs`), as
+        does the self-training warm-up (``epochs // 4``).
 
         Args:
             model: a registered model name (:data:`gnnprune.nn.MODELS`) or ``None``.

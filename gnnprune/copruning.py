@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from .data import GraphData
 from .features import NodeFeatures
 from .graph import MaskedGraph
-from .masks import MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_per_tensor, prune_and_regrow
+from .masks import (MaskEngine, SiteKind, SiteUpdate, WeightDistribution, kept_by_global_rank, kept_per_tensor,
+                    prune_and_regrow)
 from .nn import GraphModel, UnitGroup, UnitRole, UnitSlice, WeightLayout
 from .scoring import SiteView, descent, endpoint_rank, gradient_magnitude, magnitude
 
@@ -107,8 +108,9 @@ class CoPruner:
             whose weight target is the fraction of its units removed. Class outputs are never
             units; a model without hidden units (SGC) has no unit site.
         weight_distribution: how the overall weight sparsity is spread over the weight tensors
-            (uniform: each at the target; ERK: small tensors denser, same total). Unit pruning
-            takes the same fraction of every group: uniform only.
+            (uniform: each at the target; ERK: small tensors denser, same total; global: one
+            ranking of all weights by score). Unit pruning takes the same fraction of every
+            group: uniform only.
     """
 
     def __init__(self, model: GraphModel, data: GraphData, *, learn_edge_weights: bool = False,
@@ -412,21 +414,24 @@ class CoPruner:
         """Element mode: every weight site by magnitude, regrown by gradient magnitude at zero."""
         report = {}
         feature_rows = self.engine.mask(FEATURES)
-        weight_sparsity = self.weight_sparsities(sparsity)
+        views, live_scores, eligible = {}, {}, {}
         for name, param in self.weights.items():
             site = WEIGHT_PREFIX + name
             grad = None if probe is None else probe.weight_grads[name].detach()
-            view = SiteView(mask=self.engine.mask(site), values=param.detach(), grad=grad)
-            live_scores = scores.get(site)
-            live_scores = magnitude(view) if live_scores is None else live_scores.reshape(view.mask.shape)
-            grow_scores = _no_scores(view.mask) if probe is None else gradient_magnitude(view)
-            eligible = None
+            views[name] = view = SiteView(mask=self.engine.mask(site), values=param.detach(), grad=grad)
+            given = scores.get(site)
+            live_scores[name] = magnitude(view) if given is None else given.reshape(view.mask.shape)
+            eligible[name] = None
             if name in self.model.input_weight_names:
                 rows = _along(feature_rows, param, self.layouts[name].input_axis).expand_as(param)
-                live_scores = torch.where(rows, live_scores, torch.tensor(-float("inf")))
-                eligible = rows
+                live_scores[name] = torch.where(rows, live_scores[name], torch.tensor(-float("inf")))
+                eligible[name] = rows
+        weight_sparsity = self.weight_sparsities(sparsity, live_scores)
+        for name, param in self.weights.items():
+            site, view = WEIGHT_PREFIX + name, views[name]
+            grow_scores = _no_scores(view.mask) if probe is None else gradient_magnitude(view)
             update = prune_and_regrow(self.engine, site, weight_sparsity[name], regrow_fraction,
-                                      live_scores, grow_scores, eligible)
+                                      live_scores[name], grow_scores, eligible[name])
             with torch.no_grad():
                 self._reset_entries(param, self._revived(site, update.grown, param), 0.0,
                                     optimizer)
@@ -490,16 +495,29 @@ class CoPruner:
             self._reset_entries(param, _unit_view(units, piece, param.shape), regrown_value(piece.role, param),
                                 optimizer)
 
-    def weight_sparsities(self, overall: float) -> dict[str, float]:
+    def weight_sparsities(self, overall: float, live_scores: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """Per-weight sparsity that puts all weights together at ``overall`` (see :attr:`distribution`);
-        in unit mode, per unit group (each at ``overall``)."""
+        in unit mode, per unit group (each at ``overall``).
+
+        Args:
+            overall: sparsity of all weights together.
+            live_scores: weight name -> importance of each entry (low goes first), which sets the
+                counts of :attr:`WeightDistribution.GLOBAL` (default: magnitude); dead entries
+                never count as kept.
+        """
         if self.granularity is WeightGranularity.UNIT:
             return {name: overall for name in self.unit_groups}
         if self.distribution is WeightDistribution.UNIFORM:
             return {name: overall for name in self.weights}
         sizes = {name: self.engine.site(WEIGHT_PREFIX + name).numel for name in self.weights}
-        kept = kept_per_tensor({name: tuple(p.shape) for name, p in self.weights.items()}, overall,
-                               self.distribution, sizes)
+        if self.distribution is WeightDistribution.GLOBAL:
+            live_scores = live_scores or {name: p.detach().abs() for name, p in self.weights.items()}
+            candidates = {name: torch.where(self.engine.mask(WEIGHT_PREFIX + name), live_scores[name].detach(),
+                                            torch.tensor(-float("inf"))) for name in self.weights}
+            kept = kept_by_global_rank(candidates, overall)
+        else:
+            kept = kept_per_tensor({name: tuple(p.shape) for name, p in self.weights.items()}, overall,
+                                   self.distribution, sizes)
         return {name: 1.0 - kept[name] / sizes[name] for name in self.weights}
 
     def feature_magnitude(self) -> Tensor:

@@ -47,7 +47,8 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     if config.method == "ugs":
         if loop.get("resume_from") is not None:
             raise CheckpointError("ugs runs cannot be resumed (its rounds are not checkpointed); start a new run")
-        return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
+        return fit_ugs(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"),
+                       distribution=layout["distribution"])
     if config.method == "jackpot":
         if loop.get("resume_from") is not None:
             raise CheckpointError("jackpot runs cannot be resumed (the search is not checkpointed); start a new run")
@@ -60,7 +61,8 @@ def fit_method(config: ExperimentConfig, model, data: GraphData, train_config: T
     if config.method == "colt":
         if loop.get("resume_from") is not None:
             raise CheckpointError("colt runs cannot be resumed (its rounds are not checkpointed); start a new run")
-        return fit_colt(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"))
+        return fit_colt(model, data, targets, config.ugs, train_config, progress, should_stop=loop.get("should_stop"),
+                        distribution=layout["distribution"])
     if config.method == "oneshot":
         finetune = config.oneshot.finetune_epochs or train_config.epochs
         method = OneShot(targets, prune_epoch=train_config.epochs, early_bird=config.oneshot.early_bird)

@@ -339,8 +339,8 @@ BAD_INPUT = [
     ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
     ("edge-prior<0", ["--edge-prior", "-1"], "argument --edge-prior: must be a finite number >= 0, got -1", None),
     ("feature-gate-lr<0", ["--feature-gate-lr", "-0.1"], "argument --feature-gate-lr: must be a finite number >= 0", None),
-    ("ugs-with-erk", ["--method", "ugs", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
-     "weight distribution 'uniform'", None),
+    ("unit-with-global", ["--weight-structure", "unit", "--weight-distribution", "global"],
+     "unit pruning removes the same fraction of every unit group (weight distribution 'uniform')", None),
     ("early-bird-window=1", ["--method", "oneshot", "--early-bird-window", "1"],
      "argument --early-bird-window: must be >= 2, got 1", None),
     ("early-bird-threshold>1", ["--method", "oneshot", "--early-bird-threshold", "1.5"],
@@ -366,8 +366,6 @@ BAD_INPUT = [
      "--jackpot-from {done} is a run of gcn on", None),
     ("early-bird-colt", ["--method", "colt", "--weight-sparsity", "0.5", "--early-bird-threshold", "0.1"],
      "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
-    ("colt-with-erk", ["--method", "colt", "--weight-sparsity", "0.5", "--weight-distribution", "erk"],
-     "colt prunes every weight tensor at the same rate (weight distribution 'uniform')", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -446,7 +444,7 @@ BAD_INPUT += [
                                     "{run}/other.pt", "--out", "{out}"],
      "{run}/other.pt is not a state_dict of convnet for digits: ", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
 ]
-BAD_INPUT_CASES = 104
+BAD_INPUT_CASES = 103
 
 
 def _drop_key(path, key):

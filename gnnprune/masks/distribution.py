@@ -12,6 +12,10 @@ exceed 1 stays dense and the others share the rest. Small tensors (a classifier 
 hundred weights, a 64 x 64 layer) keep more of their entries than large input layers: at 98%
 of a Cora GCN (1433 -> 256 -> 7), uniform sparsity leaves 36 of the 1,792 output weights,
 ERK 993.
+
+``GLOBAL`` ranks the entries of all tensors together and keeps the highest scores overall (one
+threshold for the whole model: global magnitude pruning, as in UGS's reference code); where
+each tensor ends depends on its scores, so :func:`kept_by_global_rank` sets the counts.
 """
 from __future__ import annotations
 
@@ -19,12 +23,16 @@ import math
 from enum import Enum
 from typing import Mapping
 
-from .selection import kept_count
+import torch
+from torch import Tensor
+
+from .selection import highest, kept_count
 
 
 class WeightDistribution(str, Enum):
     UNIFORM = "uniform"
     ERK = "erk"
+    GLOBAL = "global"
 
 
 def kept_per_tensor(shapes: Mapping[str, tuple[int, ...]], sparsity: float,
@@ -47,11 +55,45 @@ def kept_per_tensor(shapes: Mapping[str, tuple[int, ...]], sparsity: float,
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
     sizes = {name: math.prod(shape) for name, shape in shapes.items()} if sizes is None else dict(sizes)
     distribution = WeightDistribution(distribution)
+    if distribution is WeightDistribution.GLOBAL:
+        raise ValueError("global ranking sets the counts from the scores: use kept_by_global_rank")
     if distribution is WeightDistribution.UNIFORM:
         return {name: kept_count(size, sparsity) for name, size in sizes.items()}
     total = kept_count(sum(sizes.values()), sparsity)
     densities = _erk_densities(shapes, sizes, total)
     return _integer_counts(densities, sizes, total)
+
+
+def kept_by_global_rank(scores: Mapping[str, Tensor], sparsity: float) -> dict[str, int]:
+    """Live entries per tensor when the entries of all tensors are ranked together.
+
+    The ``kept_count(total, sparsity)`` highest scores over all tensors stay (ties: the
+    earlier tensor in ``scores``' order, then the lower index); an entry scored ``-inf`` (dead,
+    or forced out) is never kept. Pruning each tensor to its count by its own scores then
+    removes the same entries as the global ranking, up to exact ties at the threshold.
+
+    Args:
+        scores: name -> score tensor of any shape (``-inf``: not a candidate).
+        sparsity: overall target in ``[0, 1]`` over all entries of all tensors.
+
+    Returns:
+        name -> live entries; they add up to ``kept_count(total, sparsity)``, or to the number of
+        scores above ``-inf`` if that is smaller.
+    """
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    names = list(scores)
+    flat = torch.cat([scores[name].detach().reshape(-1).double() for name in names]) if names else torch.zeros(0)
+    candidates = flat > -float("inf")
+    keep = min(kept_count(flat.numel(), sparsity), int(candidates.sum()))
+    kept = torch.zeros(flat.numel(), dtype=torch.long)
+    kept[highest(flat, candidates, keep)] = 1
+    counts, start = {}, 0
+    for name in names:
+        size = scores[name].numel()
+        counts[name] = int(kept[start:start + size].sum())
+        start += size
+    return counts
 
 
 def _erk_densities(shapes, sizes, total: int) -> dict[str, float]:

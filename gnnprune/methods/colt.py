@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from ..data import GraphData
+from ..masks import WeightDistribution
 from ..nn import GraphModel
 from ..training import TrainConfig, train
 from .base import Fitted
@@ -162,12 +163,15 @@ def intersect(keeps: list[dict[str, Tensor]], scores: list[dict[str, Tensor]], o
 
 
 def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: UGSConfig,
-             train_config: TrainConfig, progress: bool = True, should_stop=None) -> Fitted:
+             train_config: TrainConfig, progress: bool = True, should_stop=None,
+             distribution: WeightDistribution = WeightDistribution.UNIFORM) -> Fitted:
     """Run COLT to ``targets`` on UGS's rounds (``config``: rates, L1 coefficients, round epochs;
     its early bird is not used), then train the ticket on all classes. The returned cost counts
     every epoch of both copies in every round, and the ticket's run; ``result.updates`` has one
     record per round (its targets, each copy's selected epoch and scores, and per part the size
-    of the intersection and how many entries were topped up to reach the level exactly)."""
+    of the intersection and how many entries were topped up to reach the level exactly).
+    ``distribution`` spreads each round's weight level over the weight tensors, for both copies'
+    picks and the top-up, as in UGS's rounds."""
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
     round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None, feature_gate_lr=None)
@@ -179,35 +183,36 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
         keeps, scores, copies = [], [], []
         for classes in halves:
             result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config,
-                                              round_config, progress, should_stop)
+                                              round_config, progress, should_stop, distribution)
             keeps.append(keep)
             scores.append(score)
             copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
                            "test": result.test, "epochs": result.epochs_run})
             epochs += result.epochs_run
             seconds += result.train_time_s
-        merged = rewind(model, data, initial, masks)
+        merged = rewind(model, data, initial, masks, weight_distribution=distribution)
         owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
         before = {site.name: site.mask.clone() for site in merged.engine}
         report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners), edge_ranking=EdgeRanking.GLOBAL)
         masks = merged.engine.state_dict()
         rounds.append({"round": len(rounds), "targets": vars(sparsity), "copies": copies, "sites": report,
                        "intersection": _intersection_report(merged, keeps, before, heads)})
-    ticket = rewind(model, data, initial, masks)
+    ticket = rewind(model, data, initial, masks, weight_distribution=distribution)
     result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
     result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
                                  train_time_s=seconds + result.train_time_s, updates=rounds)
     return Fitted(result, ticket)
 
 
-def _copy_round(model, data, classes, initial, masks, sparsity, config, round_config, progress, should_stop):
+def _copy_round(model, data, classes, initial, masks, sparsity, config, round_config, progress, should_stop,
+                distribution):
     """One copy's round: rewind, train on ``classes`` with learned edge masks and feature gates;
     returns its training result, the keep-masks it would prune to (site -> mask) and its scores."""
     model.load_state_dict(initial)
     view = ClassSubset(model, classes)
     half = class_half_data(data, classes)
     pruner = rewind(view, half, None, masks, learn_edge_weights=True, learn_feature_gates=True,
-                    edge_init_logit=1.0, edge_activation=torch.abs)
+                    edge_init_logit=1.0, edge_activation=torch.abs, weight_distribution=distribution)
     if pruner.edge_logit is None:
         raise ValueError(f"{type(model).__name__} does not use edge weights: colt learns an edge mask")
     result = train(view, half, pruner, COLTRound(config), round_config, progress=progress, should_stop=should_stop)

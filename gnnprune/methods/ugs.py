@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from ..data import GraphData
-from ..masks import EarlyBird, EarlyBirdConfig
+from ..masks import EarlyBird, EarlyBirdConfig, WeightDistribution
 from ..nn import GraphModel
 from ..training import TrainConfig, train
 from .base import Fitted
@@ -33,7 +33,8 @@ class UGSConfig:
 
     Attributes:
         edge_rate: fraction of the remaining edges pruned per round (paper: 0.05).
-        weight_rate: fraction of the remaining weights of every layer pruned per round (paper: 0.2).
+        weight_rate: fraction of the remaining weights pruned per round (paper: 0.2), over all
+            weights together or per tensor, as the run's weight distribution spreads them.
         feature_rate: fraction of the remaining feature columns pruned per round (UGS prunes no
             features; ours prunes them like weights so that all methods reach the same targets).
         edge_l1, weight_l1, feature_l1: L1 coefficients on the soft masks (paper: 1e-2).
@@ -169,14 +170,21 @@ class UGSRound(Dense):
 
 
 def fit_ugs(model: GraphModel, data: GraphData, targets: PruneTargets, config: UGSConfig,
-            train_config: TrainConfig, progress: bool = True, should_stop=None) -> Fitted:
+            train_config: TrainConfig, progress: bool = True, should_stop=None,
+            distribution: WeightDistribution = WeightDistribution.UNIFORM) -> Fitted:
     """Run UGS to ``targets``: one mask-learning round per step of :meth:`UGSConfig.schedule`,
-    then the ticket's training run. The returned cost counts every epoch of every round."""
-    return fit_ugs_levels(model, data, [targets], config, train_config, progress, should_stop)[0]
+    then the ticket's training run. The returned cost counts every epoch of every round.
+
+    ``distribution``: how each round's weight level is spread over the weight tensors (default:
+    every tensor at the level); UGS's reference ranks the soft masks of all layers together
+    (:attr:`WeightDistribution.GLOBAL`).
+    """
+    return fit_ugs_levels(model, data, [targets], config, train_config, progress, should_stop, distribution)[0]
 
 
 def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
-                   train_config: TrainConfig, progress: bool = True, should_stop=None) -> list[Fitted]:
+                   train_config: TrainConfig, progress: bool = True, should_stop=None,
+                   distribution: WeightDistribution = WeightDistribution.UNIFORM) -> list[Fitted]:
     """One UGS trajectory through increasing sparsity ``levels``; a trained ticket at each.
 
     The rounds are those of running UGS to each level in turn, so the ticket at a level is
@@ -196,14 +204,14 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
             result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config,
-                                                            round_config, progress, should_stop)
+                                                            round_config, progress, should_stop, distribution)
             epochs += result.epochs_run
             seconds += result.train_time_s
             rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
                            "val": result.val, "test": result.test, "sites": report,
                            **({} if early_bird is None else {"early_bird": early_bird})})
         model.load_state_dict(initial)  # rewind, binary masks
-        ticket = CoPruner(model, data)
+        ticket = CoPruner(model, data, weight_distribution=distribution)
         if masks is not None:
             ticket.engine.load_state_dict(masks)
             ticket.refresh()
@@ -214,11 +222,11 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     return tickets
 
 
-def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop):
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop, distribution):
     """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
     model.load_state_dict(initial)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
-                      edge_init_logit=1.0, edge_activation=torch.abs)
+                      edge_init_logit=1.0, edge_activation=torch.abs, weight_distribution=distribution)
     if masks is not None:
         pruner.engine.load_state_dict(masks)
         pruner.refresh()

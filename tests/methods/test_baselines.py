@@ -130,6 +130,24 @@ def test_ugs_rewinds_live_weights_to_their_initial_values_every_round(monkeypatc
     assert not any("parametrizations" in name for name, _ in model.named_parameters())
 
 
+@pytest.mark.parametrize("method", ["ugs", "colt"])
+def test_rounds_with_global_ranking_reach_the_exact_total_and_follow_the_scores(method):
+    """Under one global ranking the weights' total is exact and the tensors end at sparsities of
+    their own (the ranking itself: tests/masks/test_distribution.py)."""
+    from gnnprune.masks import WeightDistribution
+
+    data = tiny_graph(num_features=10)
+    torch.manual_seed(0)
+    model = GCN(data.num_features, 8, data.num_classes, dropout=0.0)
+    config = _config(method, weight_distribution=WeightDistribution.GLOBAL)
+    fitted = fit_method(config, model, data, TRAIN, progress=False)
+    sites = {site.name: site for site in fitted.pruner.engine.sites("weight")}
+    total = sum(site.numel for site in sites.values())
+    assert sum(site.live for site in sites.values()) == kept_count(total, TARGETS.weights)
+    assert len({round(site.live / site.numel, 6) for site in sites.values()}) > 1
+    assert fitted.pruner.engine.site(EDGES).live == kept_count(data.edges.num_edges, TARGETS.edges)
+
+
 def test_ugs_penalty_shrinks_the_soft_masks(small_csbm):
     torch.manual_seed(0)
     model = GCN(small_csbm.num_features, 16, small_csbm.num_classes)
