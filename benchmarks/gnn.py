@@ -211,7 +211,8 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     model = build_seed_model(first, data, seed)
     train_config = dataclasses.replace(first.train, seed=seed)
     if first.method == "ugs":
-        fitted = fit_ugs_levels(model, data, [c.targets for c in configs], first.ugs, train_config, progress=False)
+        fitted = fit_ugs_levels(model, data, [c.targets for c in configs], first.ugs, train_config, progress=False,
+                                distribution=first.weight_distribution)
     else:
         fitted = [fit_method(first, model, data, train_config, progress=False)]
     for run, config, result in zip(job, configs, fitted):

@@ -70,6 +70,23 @@ def test_early_bird_variants_and_colt_run_their_method_with_its_flags(grid_file)
     assert gnn.experiment_config(grid, gnn.Run(grid.datasets[0], "gcn", "colt", 0, 0)).method.value == "colt"
 
 
+def test_a_ugs_trajectory_takes_the_grids_weight_distribution(grid_file, tmp_path):
+    from gnnprune.masks import kept_count
+
+    grid = gnn.load_grid(grid_file)
+    grid = gnn.Grid(**{**vars(grid), "methods": ("ugs",), "seeds": (0,),
+                       "options": (*grid.options, ("weight-distribution", "global"))})
+    job = next(job for job in gnn.plan(grid) if job[0].method == "ugs")
+    assert gnn.experiment_config(grid, job[0]).weight_distribution.value == "global"
+    gnn.run_job(grid, job, tmp_path)
+    for run in job:
+        per_weight = json.loads((tmp_path / "runs" / f"{run.id}.json").read_text())["metrics"]["sparsity"]["per_weight"]
+        total = sum(w["entries"] for w in per_weight.values())
+        assert sum(w["live"] for w in per_weight.values()) == kept_count(total, grid.levels[run.level].weights)
+        sparsities = [w["sparsity"] for w in per_weight.values()]
+        assert max(sparsities) - min(sparsities) > 0.05, sparsities  # not every tensor at the level
+
+
 @pytest.mark.parametrize("change, message", [
     ('name = "t"\nfoo = 1', "unknown keys ['foo']"),
     ('methods = ["magic"]', "unknown method 'magic'"),
