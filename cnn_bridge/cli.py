@@ -48,9 +48,20 @@ def _input_errors(*also: type[Exception]):
 
 
 def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
-    """Batch size and augmentation of the commands that train."""
+    """Batch size, augmentation and arithmetic of the commands that train."""
+    from .train import Precision
+
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--precision", choices=[m.value for m in Precision], default=Precision.FP32.value,
+                   help="arithmetic of the training forward/backward pass (bf16: CPU autocast; evaluation in fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
+
+
+def _batch_training(args: argparse.Namespace) -> dict:
+    """The :class:`~cnn_bridge.train.CNNTrainConfig` fields :func:`_add_batch_arguments` sets."""
+    return {"batch_size": args.batch_size, "augment": not args.no_augment, "precision": args.precision,
+            "channels_last": args.channels_last}
 
 
 def add_commands(cnn: argparse.ArgumentParser) -> None:
@@ -68,7 +79,7 @@ def add_commands(cnn: argparse.ArgumentParser) -> None:
 
 
 def _add_train(cnn_sub) -> None:
-    from .train import Precision, Schedule
+    from .train import Schedule
 
     p = cnn_sub.add_parser("train", help="train a dense CNN, checkpointed every epoch and resumable",
                            description=(
@@ -87,9 +98,6 @@ def _add_train(cnn_sub) -> None:
                    help="cosine after a linear warm-up, or one-cycle (linear up from lr/25, linear down to 0)")
     p.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0,
                    help="warm-up length in epochs (one-cycle: 0 means 30%% of the run)")
-    p.add_argument("--precision", choices=[m.value for m in Precision], default=Precision.FP32.value,
-                   help="arithmetic of the training forward/backward pass (bf16: CPU autocast)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for training")
     p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0)
     p.add_argument("--init-from", type=Path, metavar="STATE_DICT",
                    help="start from these weights of the same model (model.pt or a checkpoint.pt) instead of "
@@ -122,11 +130,10 @@ def _train_command(args: argparse.Namespace) -> int:
         data = IMAGE_DATASETS[args.dataset](args.data_root)
         subset = data.subset(args.train_subset, args.test_subset)  # validates the subset sizes
         steps_per_epoch = math.ceil(len(subset.train_y) / args.batch_size)
-        train = CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               weight_decay=args.weight_decay, warmup_steps=round(args.warmup_epochs * steps_per_epoch),
-                               augment=not args.no_augment, seed=args.seed, precision=args.precision,
-                               channels_last=args.channels_last, schedule=args.schedule,
-                               label_smoothing=args.label_smoothing, eval_every_epoch=True)
+        train = CNNTrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                               warmup_steps=round(args.warmup_epochs * steps_per_epoch), seed=args.seed,
+                               schedule=args.schedule, label_smoothing=args.label_smoothing, eval_every_epoch=True,
+                               **_batch_training(args))
         config = TrainRunConfig(model=args.model, dataset=args.dataset, train=train,
                                 train_subset=args.train_subset, test_subset=args.test_subset,
                                 init_from=None if args.init_from is None else str(args.init_from))
@@ -196,9 +203,8 @@ def _rgp_command(args: argparse.Namespace) -> int:
         else:
             rgp = RGPConfig.from_degree(args.groups, 16 if args.degree is None else args.degree, swaps=args.swaps)
         config = RGPRunConfig(model=args.model, mask=args.mask, dataset=args.dataset, rgp=rgp,
-                              train=CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                                   weight_decay=args.weight_decay, augment=not args.no_augment,
-                                                   seed=args.seed),
+                              train=CNNTrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                                                   seed=args.seed, **_batch_training(args)),
                               train_subset=args.train_subset, test_subset=args.test_subset)
         if args.mask != "dense":
             check_groups(build_cnn_model(args.model), args.groups)
@@ -301,8 +307,7 @@ def _prune_command(args: argparse.Namespace) -> int:
     from .train import CNNTrainConfig
 
     training = lambda epochs, lr, seed: CNNTrainConfig(  # noqa: E731
-        epochs=epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
-        augment=not args.no_augment, seed=seed)
+        epochs=epochs, lr=lr, weight_decay=args.weight_decay, seed=seed, **_batch_training(args))
     with _input_errors():
         reduction = args.mac_reduction if args.mac_reduction is not None or args.fraction is not None else 0.5
         early_bird, watch = _pretrain_early_bird(args)
@@ -506,8 +511,8 @@ def _jackpot_command(args: argparse.Namespace) -> int:
         config = JackpotRunConfig(
             model=args.model, dataset=args.dataset, sparsity=args.sparsity,
             checkpoint=None if args.checkpoint is None else str(args.checkpoint),
-            pretrain=CNNTrainConfig(epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.pretrain_lr,
-                                    weight_decay=args.weight_decay, augment=not args.no_augment, seed=args.seed),
+            pretrain=CNNTrainConfig(epochs=args.pretrain_epochs, lr=args.pretrain_lr, weight_decay=args.weight_decay,
+                                    seed=args.seed, **_batch_training(args)),
             search_epochs=args.search_epochs, batch_size=args.batch_size, augment=not args.no_augment,
             search=ScoreSearchConfig(lr=args.score_lr), finetune_epochs=args.finetune_epochs,
             finetune_lr=args.finetune_lr, train_subset=args.train_subset, test_subset=args.test_subset)

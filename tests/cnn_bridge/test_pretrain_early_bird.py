@@ -75,8 +75,10 @@ def test_cli_prune_records_the_early_bird_of_pretraining(tmp_path):
                  "--pretrain-epochs", "6", "--pretrain-lr", "0.05", "--finetune-epochs", "1", "--batch-size", "64",
                  "--no-augment", "--latency-repeats", "1", "--no-progress", "--train-subset", "300",
                  "--early-bird-window", "2", "--early-bird-threshold", "1", "--early-bird-watch", "channels,regions",
-                 "--out", str(out)]) == 0
+                 "--precision", "bf16", "--channels-last", "--out", str(out)]) == 0
     record = json.loads((out / "metrics.json").read_text())
+    for phase in ("pretrain", "finetune"):
+        assert (record["config"][phase]["precision"], record["config"][phase]["channels_last"]) == ("bf16", True)
     early_bird = record["pretrain"]["early_bird"]
     assert (early_bird["fired_epoch"], early_bird["epochs_saved"], record["pretrain"]["epochs_run"]) == (1, 4, 2)
     assert early_bird["watch"] == ["channels", "regions"]
