@@ -226,6 +226,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help=f"ugs, colt: fraction of remaining features pruned per round (default {UGSConfig.feature_rate})")
     g.add_argument("--ugs-l1", type=_non_negative_float,
                    help=f"ugs, colt: L1 coefficient of every soft mask (default {UGSConfig.edge_l1})")
+    g.add_argument("--ugs-mask-noise", type=_non_negative_float,
+                   help="ugs, colt: each round starts the soft masks at 1 times (1 + u), u uniform in (-C, C), so "
+                        f"that masks the loss leaves alone do not stay tied (default {UGSConfig.mask_noise}, as "
+                        "UGS's reference; 0: exactly 1)")
     g = p.add_argument_group("run")
     g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -317,7 +321,8 @@ def _config_from_args(args: argparse.Namespace):
             jackpot=_jackpot_config(args, config),
             ugs={"edge_rate": args.ugs_edge_rate, "weight_rate": args.ugs_weight_rate,
                  "feature_rate": args.ugs_feature_rate, "edge_l1": args.ugs_l1, "weight_l1": args.ugs_l1,
-                 "feature_l1": args.ugs_l1, "early_bird": early_bird if args.method == "ugs" else None},
+                 "feature_l1": args.ugs_l1, "mask_noise": args.ugs_mask_noise,
+                 "early_bird": early_bird if args.method == "ugs" else None},
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

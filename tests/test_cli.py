@@ -339,6 +339,8 @@ BAD_INPUT = [
     ("feature-score-unknown", ["--feature-score", "l2"], "invalid choice: 'l2'", None),
     ("edge-prior<0", ["--edge-prior", "-1"], "argument --edge-prior: must be a finite number >= 0, got -1", None),
     ("feature-gate-lr<0", ["--feature-gate-lr", "-0.1"], "argument --feature-gate-lr: must be a finite number >= 0", None),
+    ("ugs-mask-noise>=1", ["--method", "ugs", "--weight-sparsity", "0.5", "--ugs-mask-noise", "1"],
+     "mask_noise must be in [0, 1), got 1.0", None),
     ("unit-with-global", ["--weight-structure", "unit", "--weight-distribution", "global"],
      "unit pruning removes the same fraction of every unit group (weight distribution 'uniform')", None),
     ("early-bird-window=1", ["--method", "oneshot", "--early-bird-window", "1"],
@@ -444,7 +446,7 @@ BAD_INPUT += [
                                     "{run}/other.pt", "--out", "{out}"],
      "{run}/other.pt is not a state_dict of convnet for digits: ", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
 ]
-BAD_INPUT_CASES = 103
+BAD_INPUT_CASES = 104
 
 
 def _drop_key(path, key):

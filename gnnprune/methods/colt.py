@@ -7,7 +7,8 @@ classes only (its head is the class columns of the output weight). Each round, f
 masks the previous round left:
 
 1. both copies are rewound to the initial weights and train ``round_epochs`` epochs, edges and
-   features under learned soft masks with an L1 penalty as in UGS's rounds (weights plain);
+   features under learned soft masks with an L1 penalty as in UGS's rounds (weights plain; the
+   masks start at 1 with UGS's relative noise, the same for both copies);
 2. each copy picks the keep-masks magnitude pruning would set at the round's level (weights by
    :math:`|w|`, edges by :math:`|m_e|`, features by :math:`|g_f|`, as UGS ranks them);
 3. the new mask is their intersection :math:`M = M_A \wedge M_B`. An intersection keeps fewer
@@ -35,7 +36,7 @@ from ..nn import GraphModel
 from ..training import TrainConfig, train
 from .base import Fitted
 from .dense import FixedMasks
-from .ugs import UGSConfig, UGSRound
+from .ugs import UGSConfig, UGSRound, perturb_soft_masks
 
 
 class COLTRound(UGSRound):
@@ -183,7 +184,8 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
         keeps, scores, copies = [], [], []
         for classes in halves:
             result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config,
-                                              round_config, progress, should_stop, distribution)
+                                              round_config, progress, should_stop, distribution,
+                                              round_index=len(rounds))
             keeps.append(keep)
             scores.append(score)
             copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
@@ -205,7 +207,7 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
 
 
 def _copy_round(model, data, classes, initial, masks, sparsity, config, round_config, progress, should_stop,
-                distribution):
+                distribution, round_index):
     """One copy's round: rewind, train on ``classes`` with learned edge masks and feature gates;
     returns its training result, the keep-masks it would prune to (site -> mask) and its scores."""
     model.load_state_dict(initial)
@@ -215,6 +217,9 @@ def _copy_round(model, data, classes, initial, masks, sparsity, config, round_co
                     edge_init_logit=1.0, edge_activation=torch.abs, weight_distribution=distribution)
     if pruner.edge_logit is None:
         raise ValueError(f"{type(model).__name__} does not use edge weights: colt learns an edge mask")
+    # both copies start from the same perturbed masks, as from the same initial weights
+    perturb_soft_masks([pruner.edge_logit, pruner.feature_gate], config.mask_noise,
+                       seed=round_config.seed * 1_000_003 + round_index)
     result = train(view, half, pruner, COLTRound(config), round_config, progress=progress, should_stop=should_stop)
     scores = {WEIGHT_PREFIX + name: param.detach().abs().clone() for name, param in pruner.weights.items()}
     scores[FEATURES] = pruner.feature_gate.detach().abs().clone()

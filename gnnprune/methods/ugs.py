@@ -2,7 +2,9 @@
 
 Each round trains the model together with soft masks on edges, features and weights under an
 L1 penalty, then prunes a fixed fraction of the remaining entries with the smallest mask
-values and rewinds the weights to their initialisation. When every part has reached its
+values and rewinds the weights to their initialisation. The masks start every round at 1 with
+a relative noise of 1e-5, as in the reference, so that masks the loss never moves do not stay
+tied (a tie would be pruned in index order). When every part has reached its
 target, the ticket (rewound weights, binary masks) is trained once more; that run is the
 result. The reference implementation multiplies a dense ``N x N`` adjacency by a dense mask;
 here the edge mask is one value per kept undirected edge inside the sparse operator, so a
@@ -42,6 +44,8 @@ class UGSConfig:
         early_bird: end each round's mask learning once the masks its pruning would pick have
             settled (:class:`~gnnprune.masks.EarlyBirdConfig`); ``None``: every round trains
             ``round_epochs``. The ticket's final run always trains in full.
+        mask_noise: every round starts each soft mask at :math:`1 + u`, :math:`u \sim U(-c, c)`
+            relative (the reference's 1e-5; see :func:`perturb_soft_masks`); 0: exactly 1.
     """
 
     edge_rate: float = 0.05
@@ -52,6 +56,7 @@ class UGSConfig:
     feature_l1: float = 1e-2
     round_epochs: int | None = None
     early_bird: EarlyBirdConfig | None = None
+    mask_noise: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("edge_rate", "weight_rate", "feature_rate"):
@@ -60,6 +65,8 @@ class UGSConfig:
         for name in ("edge_l1", "weight_l1", "feature_l1"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.mask_noise < 1.0:
+            raise ValueError(f"mask_noise must be in [0, 1), got {self.mask_noise}")
         if self.round_epochs is not None and self.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {self.round_epochs}")
 
@@ -111,6 +118,29 @@ def attach_weight_masks(model: GraphModel, names: list[str]) -> dict[str, nn.Par
         parametrize.register_parametrization(module, attr, WeightMask(param.shape))
         masks[name] = module.parametrizations[attr][0].mask
     return masks
+
+
+def perturb_soft_masks(masks: list[Tensor | None], noise: float, seed: int) -> None:
+    """Multiply every soft mask by :math:`1 + u`, :math:`u \sim U(-\text{noise}, \text{noise})`, in place.
+
+    Under the L1 penalty and Adam, the masks the loss leaves alone (weights of rare input
+    features, edges far from labelled nodes) all take the same steps and stay exactly tied; a
+    ranking would then prune them in index order, whole runs of feature rows and edges at a
+    time. UGS's reference adds this noise at the start of every round so that those ties fall
+    at random; Adam's steps keep the offsets. ``None`` entries (a part not learned) are skipped.
+
+    Args:
+        masks: the soft-mask tensors (parameters: changed without recording gradients).
+        noise: relative amplitude (0: unchanged).
+        seed: of the generator that draws ``u`` (the run's seed and the round).
+    """
+    if noise == 0:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mask in masks:
+            if mask is not None:
+                mask.mul_(1 + noise * (2 * torch.rand(mask.shape, generator=generator) - 1))
 
 
 def detach_weight_masks(model: GraphModel, names: list[str]) -> None:
@@ -204,7 +234,8 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
             result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config,
-                                                            round_config, progress, should_stop, distribution)
+                                                            round_config, progress, should_stop, distribution,
+                                                            round_index=len(rounds))
             epochs += result.epochs_run
             seconds += result.train_time_s
             rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
@@ -222,7 +253,8 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     return tickets
 
 
-def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop, distribution):
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop, distribution,
+                round_index):
     """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
     model.load_state_dict(initial)
     pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
@@ -232,6 +264,8 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
         pruner.refresh()
     names = list(pruner.weights)
     weight_masks = attach_weight_masks(model, names)
+    perturb_soft_masks([*weight_masks.values(), pruner.edge_logit, pruner.feature_gate], config.mask_noise,
+                       seed=round_config.seed * 1_000_003 + round_index)
     try:
         method = UGSRound(config, weight_masks, sparsity)
         result = train(model, data, pruner, method, round_config, progress=progress, should_stop=should_stop)

@@ -148,6 +148,43 @@ def test_rounds_with_global_ranking_reach_the_exact_total_and_follow_the_scores(
     assert fitted.pruner.engine.site(EDGES).live == kept_count(data.edges.num_edges, TARGETS.edges)
 
 
+def test_soft_mask_noise_is_relative_seeded_and_optional():
+    masks = [torch.full((50,), 0.5), None, torch.ones(4, 5)]
+    ugs_module.perturb_soft_masks(masks, 1e-3, seed=7)
+    again = [torch.full((50,), 0.5), torch.ones(4, 5)]
+    ugs_module.perturb_soft_masks(again, 1e-3, seed=7)
+    assert torch.equal(masks[0], again[0]) and torch.equal(masks[2], again[1])
+    assert ((masks[0] - 0.5).abs() <= 0.5e-3).all() and masks[0].unique().numel() == 50
+    unchanged = torch.ones(3)
+    ugs_module.perturb_soft_masks([unchanged], 0.0, seed=7)
+    assert torch.equal(unchanged, torch.ones(3))
+    with pytest.raises(ValueError, match="mask_noise"):
+        UGSConfig(mask_noise=1.0)
+
+
+def _input_rows_pruned_in_one_round(mask_noise: float) -> torch.Tensor:
+    """One UGS round at 20% of the weights where input features 0-29 are all zero: their weight
+    rows get no loss gradient, so only the L1 penalty moves their soft masks."""
+    data = tiny_graph(num_features=40)
+    data.x[:, :30] = 0
+    torch.manual_seed(0)
+    model = GCN(40, 8, data.num_classes, dropout=0.0)
+    config = UGSConfig(round_epochs=3, mask_noise=mask_noise)
+    fitted = fit_ugs(model, data, PruneTargets(weights=0.2), config, TRAIN, progress=False)
+    mask = fitted.pruner.engine.mask("weight:convs.0.lin.weight")  # [in, out]: a row per input feature
+    return ~mask[:30].reshape(-1)
+
+
+def test_ugs_breaks_the_ties_of_untouched_soft_masks_at_random():
+    exact = _input_rows_pruned_in_one_round(mask_noise=0.0)
+    pruned = int(exact.sum())
+    assert pruned > 0
+    assert torch.equal(exact, torch.arange(30 * 8) < pruned)  # tied masks: pruned in index order, rows 0, 1, ...
+    noisy = _input_rows_pruned_in_one_round(mask_noise=1e-5)
+    assert noisy.sum() > 0 and not torch.equal(noisy, torch.arange(30 * 8) < int(noisy.sum()))
+    assert noisy[120:].sum() > 0  # the second half of the untouched rows loses entries too
+
+
 def test_ugs_penalty_shrinks_the_soft_masks(small_csbm):
     torch.manual_seed(0)
     model = GCN(small_csbm.num_features, 16, small_csbm.num_classes)
