@@ -224,15 +224,31 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     return [run.id for run in job]
 
 
+ONLY_FIELDS = ("dataset", "model", "method", "level", "seed")
+
+
 def select(filters: list[str]):
-    """``["method=dense,cgp", "model=gat"]`` -> a predicate on :class:`Run`."""
+    """``["method=dense,cgp", "model=gat", "level=1"]`` -> a predicate on :class:`Run`.
+
+    Levels are their indices in the grid file (``dense`` for the dense runs), seeds their numbers.
+    """
     allowed: dict[str, set[str]] = {}
     for item in filters:
         field, sep, values = item.partition("=")
-        if not sep or field not in ("dataset", "model", "method"):
-            raise ValueError(f"bad --only {item!r}; use dataset=..., model=... or method=... (comma-separated)")
+        if not sep or field not in ONLY_FIELDS:
+            raise ValueError(f"bad --only {item!r}; use {'=..., '.join(ONLY_FIELDS)}=... (comma-separated)")
         allowed[field] = set(values.split(","))
-    return lambda run: all(getattr(run, field) in values for field, values in allowed.items())
+
+    def value(run: Run, field: str) -> str:
+        raw = getattr(run, field)
+        return "dense" if raw is None else str(raw)
+
+    return lambda run: all(value(run, field) in values for field, values in allowed.items())
+
+
+def chosen(jobs: list[list[Run]], keep) -> list[list[Run]]:
+    """The jobs with at least one run ``keep`` accepts (a UGS trajectory is one job over all levels)."""
+    return [job for job in jobs if any(map(keep, job))]
 
 
 def pending(jobs: list[list[Run]], out: Path) -> list[list[Run]]:
@@ -451,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
-                        help="run only the jobs whose dataset / model / method is one of the values "
+                        help="run only the jobs with a run whose dataset / model / method / level (index in the "
+                             "grid file, or dense) / seed is one of the values "
                              "(repeatable; the report still covers the whole grid)")
     parser.add_argument("--report-only", action="store_true", help="only aggregate what is finished")
     parser.add_argument("--no-plots", action="store_true")
@@ -467,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"benchmarks.gnn: error: {exc}", file=sys.stderr)
         return 2
-    todo = [] if args.report_only else [job for job in pending(plan(grid), args.out) if keep(job[0])]
+    todo = [] if args.report_only else chosen(pending(plan(grid), args.out), keep)
     from tqdm.auto import tqdm
 
     start = time.perf_counter()

@@ -161,5 +161,13 @@ def test_only_filters_jobs_by_field():
     keep = gnn.select(["method=dense,cgp", "model=gcn"])
     assert keep(gnn.Run("cora", "gcn", "cgp", 0, 0)) and not keep(gnn.Run("cora", "gat", "cgp", 0, 0))
     assert not keep(gnn.Run("cora", "gcn", "ugs", 0, 0))
+    keep = gnn.select(["level=1,dense", "seed=2"])
+    assert keep(gnn.Run("cora", "gcn", "colt", 1, 2)) and keep(gnn.Run("cora", "gcn", "dense", None, 2))
+    assert not keep(gnn.Run("cora", "gcn", "colt", 0, 2)) and not keep(gnn.Run("cora", "gcn", "colt", 1, 3))
     with pytest.raises(ValueError, match="bad --only"):
-        gnn.select(["seed=1"])
+        gnn.select(["epochs=1"])
+
+
+def test_only_a_level_keeps_the_ugs_trajectories_through_it(grid_file):
+    jobs = gnn.chosen(gnn.plan(gnn.load_grid(grid_file)), gnn.select(["level=1", "method=ugs,cgp"]))
+    assert sorted((job[0].method, len(job), job[-1].level) for job in jobs) == [("cgp", 1, 1)] * 2 + [("ugs", 2, 1)] * 2
