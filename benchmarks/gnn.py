@@ -18,6 +18,7 @@ the early-bird stop).
     python -m benchmarks.gnn --config benchmarks/configs/planetoid.toml --out results/planetoid-baselines
     python -m benchmarks.gnn --config benchmarks/configs/smoke.toml --out /tmp/smoke      # seconds
     python -m benchmarks.gnn --config ... --out ... --report-only     # re-aggregate only
+    python -m benchmarks.gnn --config ... --out ... --only model=gcn --only level=1   # part of the grid
 """
 from __future__ import annotations
 
