@@ -44,7 +44,7 @@ class UGSConfig:
         early_bird: end each round's mask learning once the masks its pruning would pick have
             settled (:class:`~gnnprune.masks.EarlyBirdConfig`); ``None``: every round trains
             ``round_epochs``. The ticket's final run always trains in full.
-        mask_noise: every round starts each soft mask at :math:`1 + u`, :math:`u \sim U(-c, c)`
+        mask_noise: every round starts each soft mask at :math:`1 + u`, :math:`u \\sim U(-c, c)`
             relative (the reference's 1e-5; see :func:`perturb_soft_masks`); 0: exactly 1.
     """
 
@@ -74,7 +74,7 @@ class UGSConfig:
         """Sparsity reached after each round, from ``start`` (default dense) to ``targets``.
 
         Every part loses ``rate`` of its remaining entries per round, capped at its target:
-        :math:`s_r = \min(t, 1 - (1 - s_{r-1})(1 - \text{rate}))`.
+        :math:`s_r = \\min(t, 1 - (1 - s_{r-1})(1 - \\text{rate}))`.
         """
         start = start or PruneTargets()
         rates = {"weights": self.weight_rate, "edges": self.edge_rate, "features": self.feature_rate}
@@ -121,7 +121,7 @@ def attach_weight_masks(model: GraphModel, names: list[str]) -> dict[str, nn.Par
 
 
 def perturb_soft_masks(masks: list[Tensor | None], noise: float, seed: int) -> None:
-    """Multiply every soft mask by :math:`1 + u`, :math:`u \sim U(-\text{noise}, \text{noise})`, in place.
+    """Multiply every soft mask by :math:`1 + u`, :math:`u \\sim U(-\\text{noise}, \\text{noise})`, in place.
 
     Under the L1 penalty and Adam, the masks the loss leaves alone (weights of rare input
     features, edges far from labelled nodes) all take the same steps and stay exactly tied; a
