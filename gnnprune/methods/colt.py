@@ -219,7 +219,7 @@ def _copy_round(model, data, classes, initial, masks, sparsity, config, round_co
         raise ValueError(f"{type(model).__name__} does not use edge weights: colt learns an edge mask")
     # both copies start from the same perturbed masks, as from the same initial weights
     perturb_soft_masks([pruner.edge_logit, pruner.feature_gate], config.mask_noise,
-                       seed=round_config.seed * 1_000_003 + round_index)
+                       seed=round_config.seed, round_index=round_index)
     result = train(view, half, pruner, COLTRound(config), round_config, progress=progress, should_stop=should_stop)
     scores = {WEIGHT_PREFIX + name: param.detach().abs().clone() for name, param in pruner.weights.items()}
     scores[FEATURES] = pruner.feature_gate.detach().abs().clone()

@@ -120,7 +120,7 @@ def attach_weight_masks(model: GraphModel, names: list[str]) -> dict[str, nn.Par
     return masks
 
 
-def perturb_soft_masks(masks: list[Tensor | None], noise: float, seed: int) -> None:
+def perturb_soft_masks(masks: list[Tensor | None], noise: float, seed: int, round_index: int = 0) -> None:
     """Multiply every soft mask by :math:`1 + u`, :math:`u \\sim U(-\\text{noise}, \\text{noise})`, in place.
 
     Under the L1 penalty and Adam, the masks the loss leaves alone (weights of rare input
@@ -132,11 +132,12 @@ def perturb_soft_masks(masks: list[Tensor | None], noise: float, seed: int) -> N
     Args:
         masks: the soft-mask tensors (parameters: changed without recording gradients).
         noise: relative amplitude (0: unchanged).
-        seed: of the generator that draws ``u`` (the run's seed and the round).
+        seed, round_index: the run's seed and the round; together they seed the generator that
+            draws ``u`` (one stream per round, the same for every method that calls this).
     """
     if noise == 0:
         return
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + round_index)
     with torch.no_grad():
         for mask in masks:
             if mask is not None:
@@ -265,7 +266,7 @@ def _mask_round(model, data, initial, masks, sparsity, config, round_config, pro
     names = list(pruner.weights)
     weight_masks = attach_weight_masks(model, names)
     perturb_soft_masks([*weight_masks.values(), pruner.edge_logit, pruner.feature_gate], config.mask_noise,
-                       seed=round_config.seed * 1_000_003 + round_index)
+                       seed=round_config.seed, round_index=round_index)
     try:
         method = UGSRound(config, weight_masks, sparsity)
         result = train(model, data, pruner, method, round_config, progress=progress, should_stop=should_stop)
