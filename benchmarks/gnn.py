@@ -45,6 +45,8 @@ _EARLY_BIRD = ("--early-bird-window", "5", "--early-bird-threshold", "0.1")
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "oneshot-eb": ("oneshot", _EARLY_BIRD),  # one-shot, dense phase ended by the early-bird monitor
     "ugs-eb": ("ugs", _EARLY_BIRD),          # UGS, each round ended by the early-bird monitor
+    # the same, but no round ends before its 50th epoch
+    "ugs-eb-min50": ("ugs", _EARLY_BIRD + ("--early-bird-min-epochs", "50")),
 }
 
 
@@ -368,9 +370,10 @@ def plots(grid: Grid, summary: list[dict], out: Path) -> list[Path]:
     panels = [(d, m) for d in grid.datasets for m in grid.models]
     cols = min(3, len(panels))
     rows_ = math.ceil(len(panels) / cols)
-    colors = dict(zip(("dense", "random", "oneshot", "ugs", "cgp", "colt", "oneshot-eb", "ugs-eb"),
+    colors = dict(zip(("dense", "random", "oneshot", "ugs", "cgp", "colt", "oneshot-eb", "ugs-eb", "ugs-eb-min50",
+                       "jackpot"),
                       ("black", "tab:gray", "tab:orange", "tab:blue", "tab:red", "tab:green", "tab:brown",
-                       "tab:cyan")))
+                       "tab:cyan", "tab:olive", "tab:purple")))
     for axis, label in (("weight_sparsity", "weight sparsity (fraction removed)"),
                         ("edge_sparsity", "edge sparsity (fraction removed)")):
         fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 3.8 * rows_), squeeze=False)

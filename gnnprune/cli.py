@@ -218,6 +218,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="oneshot, ugs: largest fraction of mask entries (per part) that may differ between the "
                         "newest mask and each older one of the window for the masks to count as settled "
                         "(default 0.1 when --early-bird-window is given)")
+    g.add_argument("--early-bird-min-epochs", type=_non_negative_int,
+                   help="oneshot, ugs: epochs the dense phase (ugs: each round) trains before the early-bird monitor "
+                        "may fire (default 0; implies the monitor with the default window and threshold)")
     g.add_argument("--ugs-edge-rate", type=_fraction,
                    help=f"ugs, colt: fraction of remaining edges pruned per round (default {UGSConfig.edge_rate})")
     g.add_argument("--ugs-weight-rate", type=_fraction,
@@ -373,11 +376,13 @@ def _early_bird_config(args: argparse.Namespace):
     from .masks import EarlyBirdConfig
 
     given = {name: value for name, value in (("window", args.early_bird_window),
-                                             ("threshold", args.early_bird_threshold)) if value is not None}
+                                             ("threshold", args.early_bird_threshold),
+                                             ("min_epochs", args.early_bird_min_epochs)) if value is not None}
     if not given:
         return None
     if args.method not in ("oneshot", "ugs"):
-        raise ValueError("--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only")
+        raise ValueError("--early-bird-window / --early-bird-threshold / --early-bird-min-epochs apply to --method "
+                         "oneshot and ugs only")
     return EarlyBirdConfig(**given)
 
 

@@ -348,7 +348,9 @@ BAD_INPUT = [
     ("early-bird-threshold>1", ["--method", "oneshot", "--early-bird-threshold", "1.5"],
      "early-bird threshold must be in [0, 1], got 1.5", None),
     ("early-bird-not-oneshot", ["--early-bird-window", "5"],
-     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+     "--early-bird-window / --early-bird-threshold / --early-bird-min-epochs apply to --method oneshot and ugs only", None),
+    ("early-bird-min-epochs<0", ["--method", "ugs", "--early-bird-min-epochs", "-1"],
+     "argument --early-bird-min-epochs: must be >= 0, got -1", None),
     ("jackpot-from-not-jackpot", ["--jackpot-from", "{done}"], "--jackpot-from applies to --method jackpot only", None),
     ("jackpot-from-missing", ["--method", "jackpot", "--jackpot-from", "{data}"],
      "--jackpot-from: {data}/metrics.json not found", None),
@@ -367,7 +369,7 @@ BAD_INPUT = [
     ("jackpot-from-other-model", ["--method", "jackpot", "--model", "gat", "--jackpot-from", "{done}"],
      "--jackpot-from {done} is a run of gcn on", None),
     ("early-bird-colt", ["--method", "colt", "--weight-sparsity", "0.5", "--early-bird-threshold", "0.1"],
-     "--early-bird-window / --early-bird-threshold apply to --method oneshot and ugs only", None),
+     "--early-bird-window / --early-bird-threshold / --early-bird-min-epochs apply to --method oneshot and ugs only", None),
     ("fanout-zero", ["--batch-size", "100", "--loader", "neighbors", "--fanout", "10,0"],
      "expected positive integers separated by commas", None),
     ("fanout-text", ["--fanout", "ten"], "expected positive integers separated by commas", None),
@@ -446,7 +448,7 @@ BAD_INPUT += [
                                     "{run}/other.pt", "--out", "{out}"],
      "{run}/other.pt is not a state_dict of convnet for digits: ", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
 ]
-BAD_INPUT_CASES = 104
+BAD_INPUT_CASES = 105
 
 
 def _drop_key(path, key):

@@ -11,7 +11,8 @@ last ``window`` of them. With :math:`m_t` the newest mask of a part, the part ha
     \qquad d(a, b) = \frac{1}{n} \sum_{i=1}^{n} [a_i \ne b_i]
 
 (the normalised Hamming distance of the newest mask to each of the previous :math:`w - 1`, as
-GEBT). The monitor fires at the first epoch at which the window is full and every part has settled.
+GEBT). The monitor fires at the first epoch at which the window is full and every part has settled
+(and, optionally, at least ``min_epochs`` epochs have been trained).
 
 An iterative method (a UGS round) prunes a small share of the entries still alive, from masks
 that earlier rounds fixed: over all :math:`n` entries its masks differ little whatever the round
@@ -40,16 +41,23 @@ class EarlyBirdConfig:
         window: masks compared, the newest included (>= 2).
         threshold: largest normalised Hamming distance between the newest mask and each of the
             previous ``window - 1`` for a part to count as settled, in ``[0, 1]``.
+        min_epochs: epochs trained before the monitor may fire (>= 0; it fires at the first
+            observed epoch ``e`` with ``e + 1 >= min_epochs`` whose window has settled). Masks
+            that start from scores an earlier stage fixed (a UGS round's carried-over soft masks)
+            look settled before they had a chance to move; a floor makes every stage learn.
     """
 
     window: int = 5
     threshold: float = 0.1
+    min_epochs: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 2:
             raise ValueError(f"early-bird window must be an integer >= 2, got {self.window}")
         if not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"early-bird threshold must be in [0, 1], got {self.threshold}")
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
+            raise ValueError(f"early-bird min_epochs must be an integer >= 0, got {self.min_epochs}")
 
 
 def decision_distance(a: Tensor, b: Tensor, start: Tensor) -> float:
@@ -126,7 +134,7 @@ class EarlyBird:
         worst = {part: max(self._distance(part, mask, older[part]) for older in list(self._window)[:-1])
                  for part, mask in newest.items()}
         self.distances.append({"epoch": epoch, **worst})
-        if all(distance <= self.config.threshold for distance in worst.values()):
+        if epoch + 1 >= self.config.min_epochs and all(distance <= self.config.threshold for distance in worst.values()):
             self.fired_epoch = epoch
         return self.fired
 
@@ -138,7 +146,7 @@ class EarlyBird:
         dense epochs saved out of ``dense_epochs`` (the observation of epoch ``e`` ends the dense
         phase after ``e + 1`` epochs)."""
         saved = 0 if self.fired_epoch is None else dense_epochs - (self.fired_epoch + 1)
-        return {"window": self.config.window, "threshold": self.config.threshold,
+        return {"window": self.config.window, "threshold": self.config.threshold, "min_epochs": self.config.min_epochs,
                 "distance": "all entries" if self.start is None else "round decision", "fired_epoch": self.fired_epoch,
                 "dense_epochs": dense_epochs, "epochs_saved": saved, "distances": list(self.distances)}
 

@@ -68,6 +68,8 @@ def test_early_bird_variants_and_colt_run_their_method_with_its_flags(grid_file)
         assert getattr(config, field).early_bird == EarlyBirdConfig(window=5, threshold=0.1)
         assert run.id.endswith(f"__{name}__L0__s0")
     assert gnn.experiment_config(grid, gnn.Run(grid.datasets[0], "gcn", "colt", 0, 0)).method.value == "colt"
+    floored = gnn.experiment_config(grid, gnn.Run(grid.datasets[0], "gcn", "ugs-eb-min50", 0, 0))
+    assert floored.ugs.early_bird == EarlyBirdConfig(window=5, threshold=0.1, min_epochs=50)
 
 
 def test_a_ugs_trajectory_takes_the_grids_weight_distribution(grid_file, tmp_path):

@@ -48,9 +48,20 @@ def test_threshold_zero_waits_for_identical_masks_over_the_window():
     assert answers == [F, F, F, F, T]
     assert monitor.fired_epoch == 4
     assert monitor.record(dense_epochs=10) == {
-        "window": 3, "threshold": 0.0, "distance": "all entries", "fired_epoch": 4, "dense_epochs": 10, "epochs_saved": 5,
+        "window": 3, "threshold": 0.0, "min_epochs": 0, "distance": "all entries", "fired_epoch": 4, "dense_epochs": 10, "epochs_saved": 5,
         "distances": [{"epoch": 2, "weights": 0.5, "edges": 0.0}, {"epoch": 3, "weights": 0.25, "edges": 0.0},
                       {"epoch": 4, "weights": 0.0, "edges": 0.0}]}
+
+
+def test_min_epochs_holds_a_settled_window_until_enough_epochs_have_trained():
+    steady = [torch.tensor([T, T, F, F])] * 8
+    # settled from epoch 1 on (window 2), but 6 epochs must train first: epoch 5 is the 6th
+    monitor, answers = _run(EarlyBirdConfig(window=2, threshold=0.0, min_epochs=6), weights=steady, edges=steady)
+    assert answers == [F, F, F, F, F, T, T, T]
+    assert monitor.fired_epoch == 5
+    assert monitor.record(dense_epochs=8)["epochs_saved"] == 2
+    # a floor below the window changes nothing
+    assert _run(EarlyBirdConfig(window=3, threshold=0.25, min_epochs=2))[0].fired_epoch == 3
 
 
 def test_never_fires_while_one_part_keeps_moving():
@@ -80,6 +91,12 @@ def test_parts_must_stay_the_same():
 def test_config_is_validated(window, threshold, message):
     with pytest.raises(ValueError, match=message):
         EarlyBirdConfig(window=window, threshold=threshold)
+
+
+@pytest.mark.parametrize("min_epochs", [-1, 2.0, True])
+def test_min_epochs_is_validated(min_epochs):
+    with pytest.raises(ValueError, match="early-bird min_epochs must be an integer >= 0"):
+        EarlyBirdConfig(min_epochs=min_epochs)
 
 
 def test_state_round_trip_continues_to_the_same_answer():

@@ -95,7 +95,7 @@ def test_cli_flags_reach_the_config_and_the_metrics(tmp_path):
                  "0.3", "--epochs", "6", "--hidden", "8", "--threads", "1", "--no-progress",
                  "--early-bird-window", "2", "--early-bird-threshold", "1", "--out", str(out)]) == 0
     metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
-    assert metrics["config"]["oneshot"]["early_bird"] == {"window": 2, "threshold": 1.0}
+    assert metrics["config"]["oneshot"]["early_bird"] == {"window": 2, "threshold": 1.0, "min_epochs": 0}
     assert metrics["early_bird"]["fired_epoch"] == 1
     assert metrics["early_bird"]["epochs_saved"] == 4
     assert metrics["epochs"] == 2 + 6
@@ -111,6 +111,9 @@ def test_only_one_flag_takes_the_other_default():
     args = build_parser().parse_args(["prune", "--dataset", "cora", "--method", "oneshot", "--weight-sparsity", "0.5",
                                       "--out", "unused"])
     assert _config_from_args(args).oneshot.early_bird is None
+    args = build_parser().parse_args(["prune", "--dataset", "cora", "--method", "ugs", "--weight-sparsity", "0.5",
+                                      "--early-bird-min-epochs", "40", "--out", "unused"])
+    assert _config_from_args(args).ugs.early_bird == EarlyBirdConfig(window=5, threshold=0.1, min_epochs=40)
 
 
 def test_a_loose_monitor_ends_every_ugs_round_after_its_second_epoch():
@@ -138,7 +141,7 @@ def test_ugs_cli_records_the_epochs_saved_over_all_rounds(tmp_path):
                  "0.05", "--epochs", "4", "--hidden", "8", "--threads", "1", "--no-progress",
                  "--early-bird-window", "3", "--early-bird-threshold", "1", "--out", str(out)]) == 0
     metrics = json.loads((out / "seed-0" / "metrics.json").read_text())
-    assert metrics["config"]["ugs"]["early_bird"] == {"window": 3, "threshold": 1.0}
+    assert metrics["config"]["ugs"]["early_bird"] == {"window": 3, "threshold": 1.0, "min_epochs": 0}
     assert metrics["config"]["oneshot"]["early_bird"] is None
     rounds = metrics["early_bird"]["rounds"]
     assert len(rounds) == 1 and rounds[0]["fired_epoch"] == 2
