@@ -268,6 +268,9 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--early-bird-threshold", type=_non_negative_float,
                    help="largest fraction of a watched mask's entries that may differ between the newest and each "
                         "older mask of the window (default 0.1 when --early-bird-window is given)")
+    p.add_argument("--early-bird-min-epochs", type=_int_at_least(0),
+                   help="pre-training epochs before the early-bird monitor may fire (default 0; implies the "
+                        "monitor with the default window and threshold)")
     p.add_argument("--early-bird-watch", default="channels,elements",
                    help="comma-separated parts the early-bird monitor watches: channels (BN-scaling channel masks), "
                         "elements (magnitude element masks), regions (ReLU region codes on --feature-images images)")
@@ -288,13 +291,15 @@ def _pretrain_early_bird(args: argparse.Namespace):
     except ValueError:
         raise ValueError(f"--early-bird-watch: unknown part in {args.early_bird_watch!r}; choose from "
                          f"{', '.join(part.value for part in WatchedMask)}") from None
-    if args.early_bird_window is None and args.early_bird_threshold is None:
+    given = {name: value for name, value in (("window", args.early_bird_window),
+                                             ("threshold", args.early_bird_threshold),
+                                             ("min_epochs", args.early_bird_min_epochs)) if value is not None}
+    if not given:
         return None, watch
     if args.checkpoint is not None:
-        raise ValueError("--early-bird-window / --early-bird-threshold watch pre-training: drop --checkpoint")
-    window = 5 if args.early_bird_window is None else args.early_bird_window
-    threshold = 0.1 if args.early_bird_threshold is None else args.early_bird_threshold
-    return EarlyBirdConfig(window=window, threshold=threshold), watch
+        raise ValueError("--early-bird-window / --early-bird-threshold / --early-bird-min-epochs watch pre-training: "
+                         "drop --checkpoint")
+    return EarlyBirdConfig(**given), watch
 
 
 def _prune_command(args: argparse.Namespace) -> int:

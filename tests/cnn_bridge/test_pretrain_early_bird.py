@@ -49,17 +49,20 @@ def test_region_codes_are_the_signs_of_every_batch_norm_output():
     assert model.training  # left as it was
 
 
-def test_pretraining_stops_after_the_epoch_the_monitor_fires():
+@pytest.mark.parametrize("min_epochs, fired_epoch", [(0, 1), (4, 3)])
+def test_pretraining_stops_after_the_epoch_the_monitor_fires(min_epochs, fired_epoch):
     data = load_digits().subset(200, 50)
     model = _net()
     layers = prunable_layers(model, (1, 8, 8))
-    monitor = PretrainMonitor(EarlyBirdConfig(window=2, threshold=1.0), [WatchedMask.CHANNELS, WatchedMask.ELEMENTS],
-                              layers, fraction=0.5)
+    monitor = PretrainMonitor(EarlyBirdConfig(window=2, threshold=1.0, min_epochs=min_epochs),
+                              [WatchedMask.CHANNELS, WatchedMask.ELEMENTS], layers, fraction=0.5)
     result = train_cnn(model, data, CNNTrainConfig(epochs=6, batch_size=50, augment=False), progress=False,
                        stop_after=monitor)
-    assert result["epochs_run"] == 2  # the window fills after epoch 1; a threshold of 1 always holds
+    # the window fills after epoch 1 and a threshold of 1 always holds; a floor of 4 epochs waits for epoch 3
+    assert result["epochs_run"] == fired_epoch + 1
     record = monitor.record(6)
-    assert (record["fired_epoch"], record["epochs_saved"], record["watch"]) == (1, 4, ["channels", "elements"])
+    assert (record["fired_epoch"], record["epochs_saved"], record["watch"]) == (
+        fired_epoch, 6 - fired_epoch - 1, ["channels", "elements"])
 
 
 def test_region_codes_need_a_probe():

@@ -93,7 +93,7 @@ def test_cli_prune_writes_compact_model(tmp_path, capsys):
     (["--early-bird-watch", "channels,bn"], "--early-bird-watch: unknown part in 'channels,bn'; choose from channels, "
                                             "elements, regions"),
     (["--checkpoint", "missing.pt", "--early-bird-window", "5"],
-     "--early-bird-window / --early-bird-threshold watch pre-training: drop --checkpoint"),
+     "--early-bird-window / --early-bird-threshold / --early-bird-min-epochs watch pre-training: drop --checkpoint"),
 ])
 def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     from gnnprune.cli import main
@@ -101,3 +101,13 @@ def test_cli_prune_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["cnn", "prune", "--model", "convnet", "--dataset", "digits", "--out", str(tmp_path / "run"), *argv])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_prune_rejects_a_negative_early_bird_floor(tmp_path, capsys):
+    from gnnprune.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["cnn", "prune", "--model", "convnet", "--dataset", "digits", "--out", str(tmp_path / "run"),
+              "--early-bird-min-epochs", "-1"])
+    assert exit_.value.code == 2
+    assert "argument --early-bird-min-epochs: must be >= 0, got -1" in capsys.readouterr().err
