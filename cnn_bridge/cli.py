@@ -15,7 +15,7 @@ import contextlib
 from pathlib import Path
 
 from gnnprune.cli import (UsageError, _density, _int_at_least, _non_negative_float, _non_negative_int, _Parser,
-                          _positive_int)
+                          _positive_int, early_bird_flags)
 
 from .criteria import CRITERIA
 
@@ -291,9 +291,7 @@ def _pretrain_early_bird(args: argparse.Namespace):
     except ValueError:
         raise ValueError(f"--early-bird-watch: unknown part in {args.early_bird_watch!r}; choose from "
                          f"{', '.join(part.value for part in WatchedMask)}") from None
-    given = {name: value for name, value in (("window", args.early_bird_window),
-                                             ("threshold", args.early_bird_threshold),
-                                             ("min_epochs", args.early_bird_min_epochs)) if value is not None}
+    given = early_bird_flags(args)
     if not given:
         return None, watch
     if args.checkpoint is not None:

@@ -371,13 +371,18 @@ def _jackpot_config(args: argparse.Namespace, config):
                                finetune_epochs=args.finetune_epochs or jackpot.finetune_epochs)
 
 
+def early_bird_flags(args: argparse.Namespace) -> dict:
+    """The early-bird settings given on the command line (``EarlyBirdConfig`` fields; empty: monitor off)."""
+    return {name: value for name, value in (("window", args.early_bird_window),
+                                            ("threshold", args.early_bird_threshold),
+                                            ("min_epochs", args.early_bird_min_epochs)) if value is not None}
+
+
 def _early_bird_config(args: argparse.Namespace):
     """The early-bird monitor's settings, or ``None`` when neither flag is given."""
     from .masks import EarlyBirdConfig
 
-    given = {name: value for name, value in (("window", args.early_bird_window),
-                                             ("threshold", args.early_bird_threshold),
-                                             ("min_epochs", args.early_bird_min_epochs)) if value is not None}
+    given = early_bird_flags(args)
     if not given:
         return None
     if args.method not in ("oneshot", "ugs"):
