@@ -14,8 +14,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from gnnprune.cli import (UsageError, _density, _int_at_least, _non_negative_float, _non_negative_int, _Parser,
-                          _positive_int, early_bird_flags)
+from gnnprune.cli import (EARLY_BIRD_FLAGS, UsageError, _density, _int_at_least, _non_negative_float,
+                          _non_negative_int, _Parser, _positive_int, early_bird_flags)
 
 from .criteria import CRITERIA
 
@@ -264,10 +264,10 @@ def _add_prune(cnn_sub) -> None:
     p.add_argument("--latency-repeats", type=_positive_int, default=5, help="timed forward passes per model and batch")
     p.add_argument("--early-bird-window", type=_int_at_least(2),
                    help="end pre-training once the watched masks have settled over this many epochs "
-                        "(early-bird tickets; default 5 when --early-bird-threshold is given; off when neither is)")
+                        "(early-bird tickets; default 5 when another early-bird flag is given; off when none is)")
     p.add_argument("--early-bird-threshold", type=_non_negative_float,
                    help="largest fraction of a watched mask's entries that may differ between the newest and each "
-                        "older mask of the window (default 0.1 when --early-bird-window is given)")
+                        "older mask of the window (default 0.1 when another early-bird flag is given)")
     p.add_argument("--early-bird-min-epochs", type=_int_at_least(0),
                    help="pre-training epochs before the early-bird monitor may fire (default 0; implies the "
                         "monitor with the default window and threshold)")
@@ -295,8 +295,7 @@ def _pretrain_early_bird(args: argparse.Namespace):
     if not given:
         return None, watch
     if args.checkpoint is not None:
-        raise ValueError("--early-bird-window / --early-bird-threshold / --early-bird-min-epochs watch pre-training: "
-                         "drop --checkpoint")
+        raise ValueError(f"{EARLY_BIRD_FLAGS} watch pre-training: drop --checkpoint")
     return EarlyBirdConfig(**given), watch
 
 

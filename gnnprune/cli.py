@@ -213,11 +213,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     g.add_argument("--early-bird-window", type=_int_at_least(2),
                    help="oneshot: end the dense phase (ugs: each round's mask learning) once the masks the pruning "
                         "would pick have settled over this many epochs (early-bird tickets; default 5 when "
-                        "--early-bird-threshold is given; off when neither is)")
+                        "another early-bird flag is given; off when none is)")
     g.add_argument("--early-bird-threshold", type=_non_negative_float,
                    help="oneshot, ugs: largest fraction of mask entries (per part) that may differ between the "
                         "newest mask and each older one of the window for the masks to count as settled "
-                        "(default 0.1 when --early-bird-window is given)")
+                        "(default 0.1 when another early-bird flag is given)")
     g.add_argument("--early-bird-min-epochs", type=_non_negative_int,
                    help="oneshot, ugs: epochs the dense phase (ugs: each round) trains before the early-bird monitor "
                         "may fire (default 0; implies the monitor with the default window and threshold)")
@@ -371,6 +371,10 @@ def _jackpot_config(args: argparse.Namespace, config):
                                finetune_epochs=args.finetune_epochs or jackpot.finetune_epochs)
 
 
+#: the flags :func:`early_bird_flags` reads, as error messages name them
+EARLY_BIRD_FLAGS = "--early-bird-window / --early-bird-threshold / --early-bird-min-epochs"
+
+
 def early_bird_flags(args: argparse.Namespace) -> dict:
     """The early-bird settings given on the command line (``EarlyBirdConfig`` fields; empty: monitor off)."""
     return {name: value for name, value in (("window", args.early_bird_window),
@@ -379,15 +383,14 @@ def early_bird_flags(args: argparse.Namespace) -> dict:
 
 
 def _early_bird_config(args: argparse.Namespace):
-    """The early-bird monitor's settings, or ``None`` when neither flag is given."""
+    """The early-bird monitor's settings, or ``None`` when no early-bird flag is given."""
     from .masks import EarlyBirdConfig
 
     given = early_bird_flags(args)
     if not given:
         return None
     if args.method not in ("oneshot", "ugs"):
-        raise ValueError("--early-bird-window / --early-bird-threshold / --early-bird-min-epochs apply to --method "
-                         "oneshot and ugs only")
+        raise ValueError(f"{EARLY_BIRD_FLAGS} apply to --method oneshot and ugs only")
     return EarlyBirdConfig(**given)
 
 

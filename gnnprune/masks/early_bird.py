@@ -134,7 +134,8 @@ class EarlyBird:
         worst = {part: max(self._distance(part, mask, older[part]) for older in list(self._window)[:-1])
                  for part, mask in newest.items()}
         self.distances.append({"epoch": epoch, **worst})
-        if epoch + 1 >= self.config.min_epochs and all(distance <= self.config.threshold for distance in worst.values()):
+        settled = all(distance <= self.config.threshold for distance in worst.values())
+        if settled and epoch + 1 >= self.config.min_epochs:
             self.fired_epoch = epoch
         return self.fired
 
