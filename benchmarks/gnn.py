@@ -10,8 +10,8 @@ flags. Writes ``OUT/``:
   accuracy, sparsities reached, MACs, training epochs and wall time, inference latency;
 * ``accuracy_vs_weight_sparsity.png``, ``accuracy_vs_edge_sparsity.png``, ``training_cost.png``.
 
-UGS is iterative: its levels share one trajectory per (data set, model, seed), and a level's
-cost counts every round up to it plus its own ticket run. Besides the ``--method`` names, a grid
+UGS and COLT are iterative: their levels share one trajectory per (data set, model, seed), and a
+level's cost counts every round up to it plus its own ticket run. Besides the ``--method`` names, a grid
 may list the variants of :data:`VARIANTS` (a method with extra flags, such as ``ugs-eb``: UGS with
 the early-bird stop).
 
@@ -48,6 +48,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the same, but no round ends before its 50th epoch
     "ugs-eb-min50": ("ugs", _EARLY_BIRD + ("--early-bird-min-epochs", "50")),
 }
+
+
+#: methods whose levels share one trajectory (one job computes every level)
+TRAJECTORY_METHODS = ("ugs", "colt")
 
 
 def base_method(name: str) -> str:
@@ -122,7 +126,7 @@ def load_grid(path: Path) -> Grid:
     for axis in ("weights", "edges", "features"):
         values = [getattr(level, axis) for level in grid.levels]
         if values != sorted(values):
-            raise ValueError(f"{path}: levels must not decrease in {axis} (UGS walks through them in order)")
+            raise ValueError(f"{path}: levels must not decrease in {axis} (UGS and COLT walk through them in order)")
     return grid
 
 
@@ -145,7 +149,7 @@ class Run:
 
 
 def plan(grid: Grid) -> list[list[Run]]:
-    """Jobs, each a list of runs computed together (one run, or every level of a UGS trajectory)."""
+    """Jobs, each a list of runs computed together (one run, or every level of a trajectory)."""
     jobs = []
     for model in grid.models:  # one model on every data set first: the report fills in useful order
         for dataset in grid.datasets:
@@ -153,7 +157,7 @@ def plan(grid: Grid) -> list[list[Run]]:
                 for seed in grid.seeds:
                     if method == "dense":
                         jobs.append([Run(dataset, model, method, None, seed)])
-                    elif base_method(method) == "ugs":
+                    elif base_method(method) in TRAJECTORY_METHODS:
                         jobs.append([Run(dataset, model, method, i, seed) for i in range(len(grid.levels))])
                     else:
                         jobs.extend([Run(dataset, model, method, i, seed)] for i in range(len(grid.levels)))
@@ -203,7 +207,7 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     from gnnprune.experiment import build_seed_model, fit_method
     from gnnprune.io import atomic_write_json
     from gnnprune.measure import measure_fitted
-    from gnnprune.methods import fit_ugs_levels
+    from gnnprune.methods import fit_colt_levels, fit_ugs_levels
 
     if not pending([job], out):  # finished meanwhile (another harness process on the same folder)
         return [run.id for run in job]
@@ -213,9 +217,10 @@ def run_job(grid: Grid, job: list[Run], out: Path, data_root=None) -> list[str]:
     data = _data(first.dataset, data_root)
     model = build_seed_model(first, data, seed)
     train_config = dataclasses.replace(first.train, seed=seed)
-    if first.method == "ugs":
-        fitted = fit_ugs_levels(model, data, [c.targets for c in configs], first.ugs, train_config, progress=False,
-                                distribution=first.weight_distribution)
+    if first.method in TRAJECTORY_METHODS:
+        fit_levels = {"ugs": fit_ugs_levels, "colt": fit_colt_levels}[first.method.value]
+        fitted = fit_levels(model, data, [c.targets for c in configs], first.ugs, train_config, progress=False,
+                            distribution=first.weight_distribution)
     else:
         fitted = [fit_method(first, model, data, train_config, progress=False)]
     for run, config, result in zip(job, configs, fitted):
@@ -250,7 +255,7 @@ def select(filters: list[str]):
 
 
 def chosen(jobs: list[list[Run]], keep) -> list[list[Run]]:
-    """The jobs with at least one run ``keep`` accepts (a UGS trajectory is one job over all levels)."""
+    """The jobs with at least one run ``keep`` accepts (a trajectory is one job over all levels)."""
     return [job for job in jobs if any(map(keep, job))]
 
 
@@ -317,7 +322,7 @@ def markdown(grid: Grid, summary: list[dict], argv: list[str], finished: int, to
              f"{finished} of {total} runs finished. Test accuracy at the epoch of best validation accuracy "
              "(pruning methods: once their masks are final), mean ± sample std over seeds. Sparsities are the "
              "fractions actually removed; MACs relative to the dense model; epochs and wall time are the whole "
-             f"training cost (every UGS round; one-shot's dense phase and fine-tuning); {grid.threads} CPU "
+             f"training cost (every UGS or COLT round; one-shot's dense phase and fine-tuning); {grid.threads} CPU "
              f"thread(s), {platform.processor() or platform.machine()}, Python {platform.python_version()}. "
              "Each run's exact command is in `runs/<id>.json`.", ""]
     for dataset in grid.datasets:

@@ -4,7 +4,7 @@ import enum
 from ..training import Method
 from .base import Fitted, train_once
 from .cgp import CGP, CGPConfig
-from .colt import COLTRound, fit_colt
+from .colt import COLTRound, fit_colt, fit_colt_levels
 from .dense import Dense, FixedMasks
 from .jackpot import JackpotConfig, fit_jackpot
 from .oneshot import OneShot, OneShotConfig
@@ -39,5 +39,5 @@ class PruneMethod(str, enum.Enum):
 METHODS = tuple(method.value for method in PruneMethod)
 
 __all__ = ["CGP", "CGPConfig", "Dense", "FixedMasks", "Fitted", "JackpotConfig", "METHODS", "Method", "OneShot",
-           "OneShotConfig", "PruneMethod", "RandomMasks", "UGSConfig", "fit_colt", "fit_jackpot", "fit_ugs",
-           "fit_ugs_levels", "train_once"]
+           "OneShotConfig", "PruneMethod", "RandomMasks", "UGSConfig", "fit_colt", "fit_colt_levels", "fit_jackpot",
+           "fit_ugs", "fit_ugs_levels", "train_once"]

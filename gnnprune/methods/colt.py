@@ -173,6 +173,16 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
     of the intersection and how many entries were topped up to reach the level exactly).
     ``distribution`` spreads each round's weight level over the weight tensors, for both copies'
     picks and the top-up, as in UGS's rounds."""
+    return fit_colt_levels(model, data, [targets], config, train_config, progress, should_stop, distribution)[0]
+
+
+def fit_colt_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
+                    train_config: TrainConfig, progress: bool = True, should_stop=None,
+                    distribution: WeightDistribution = WeightDistribution.UNIFORM) -> list[Fitted]:
+    """One COLT trajectory through increasing sparsity ``levels``; a ticket trained on all classes
+    at each, as :func:`~gnnprune.methods.ugs.fit_ugs_levels` does for UGS (the same rounds, so
+    COLT and UGS meet each level with equal round counts). A level's cost counts both copies'
+    epochs in every round up to it plus its own ticket run."""
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
     round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None, feature_gate_lr=None)
@@ -180,30 +190,34 @@ def fit_colt(model: GraphModel, data: GraphData, targets: PruneTargets, config: 
     heads = head_weights(model, data.num_classes)
     initial = copy.deepcopy(model.state_dict())
     masks, rounds, epochs, seconds = None, [], 0, 0.0
-    for sparsity in config.schedule(targets):
-        keeps, scores, copies = [], [], []
-        for classes in halves:
-            result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config,
-                                              round_config, progress, should_stop, distribution,
-                                              round_index=len(rounds))
-            keeps.append(keep)
-            scores.append(score)
-            copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
-                           "test": result.test, "epochs": result.epochs_run})
-            epochs += result.epochs_run
-            seconds += result.train_time_s
-        merged = rewind(model, data, initial, masks, weight_distribution=distribution)
-        owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
-        before = {site.name: site.mask.clone() for site in merged.engine}
-        report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners), edge_ranking=EdgeRanking.GLOBAL)
-        masks = merged.engine.state_dict()
-        rounds.append({"round": len(rounds), "targets": vars(sparsity), "copies": copies, "sites": report,
-                       "intersection": _intersection_report(merged, keeps, before, heads)})
-    ticket = rewind(model, data, initial, masks, weight_distribution=distribution)
-    result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
-    result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
-                                 train_time_s=seconds + result.train_time_s, updates=rounds)
-    return Fitted(result, ticket)
+    tickets = []
+    for schedule in config.level_schedules(levels):
+        for sparsity in schedule:
+            keeps, scores, copies = [], [], []
+            for classes in halves:
+                result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config,
+                                                  round_config, progress, should_stop, distribution,
+                                                  round_index=len(rounds))
+                keeps.append(keep)
+                scores.append(score)
+                copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
+                               "test": result.test, "epochs": result.epochs_run})
+                epochs += result.epochs_run
+                seconds += result.train_time_s
+            merged = rewind(model, data, initial, masks, weight_distribution=distribution)
+            owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
+            before = {site.name: site.mask.clone() for site in merged.engine}
+            report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners),
+                                   edge_ranking=EdgeRanking.GLOBAL)
+            masks = merged.engine.state_dict()
+            rounds.append({"round": len(rounds), "targets": vars(sparsity), "copies": copies, "sites": report,
+                           "intersection": _intersection_report(merged, keeps, before, heads)})
+        ticket = rewind(model, data, initial, masks, weight_distribution=distribution)
+        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
+        result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
+                                     train_time_s=seconds + result.train_time_s, updates=list(rounds))
+        tickets.append(Fitted(result, ticket))
+    return tickets
 
 
 def _copy_round(model, data, classes, initial, masks, sparsity, config, round_config, progress, should_stop,

@@ -59,7 +59,7 @@ def test_early_bird_variants_and_colt_run_their_method_with_its_flags(grid_file)
     grid = gnn.Grid(**{**vars(grid), "methods": ("oneshot-eb", "ugs-eb", "colt")})
     jobs = gnn.plan(grid)
     assert [len(job) for job in jobs if job[0].method == "ugs-eb"] == [2, 2]  # one UGS trajectory per seed
-    assert len([job for job in jobs if job[0].method == "colt"]) == 2 * 2
+    assert [len(job) for job in jobs if job[0].method == "colt"] == [2, 2]  # one COLT trajectory per seed
     for name, method, field in (("oneshot-eb", "oneshot", "oneshot"), ("ugs-eb", "ugs", "ugs")):
         run = gnn.Run(grid.datasets[0], "gcn", name, 0, 0)
         args = gnn.command(grid, run)
@@ -72,13 +72,15 @@ def test_early_bird_variants_and_colt_run_their_method_with_its_flags(grid_file)
     assert floored.ugs.early_bird == EarlyBirdConfig(window=5, threshold=0.1, min_epochs=50)
 
 
-def test_a_ugs_trajectory_takes_the_grids_weight_distribution(grid_file, tmp_path):
+@pytest.mark.parametrize("method", ["ugs", "colt"])
+def test_a_trajectory_takes_the_grids_weight_distribution(grid_file, tmp_path, method):
     from gnnprune.masks import kept_count
 
     grid = gnn.load_grid(grid_file)
-    grid = gnn.Grid(**{**vars(grid), "methods": ("ugs",), "seeds": (0,),
+    grid = gnn.Grid(**{**vars(grid), "methods": (method,), "seeds": (0,),
                        "options": (*grid.options, ("weight-distribution", "global"))})
-    job = next(job for job in gnn.plan(grid) if job[0].method == "ugs")
+    job = next(job for job in gnn.plan(grid) if job[0].method == method)
+    assert len(job) == len(grid.levels)
     assert gnn.experiment_config(grid, job[0]).weight_distribution.value == "global"
     gnn.run_job(grid, job, tmp_path)
     for run in job:

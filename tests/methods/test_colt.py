@@ -8,7 +8,7 @@ from gnnprune.cli import main
 from gnnprune.copruning import EDGES, FEATURES, WEIGHT_PREFIX, CoPruner, EdgeRanking, PruneTargets
 from gnnprune.data.synthetic import CSBMConfig, csbm
 from gnnprune.masks import kept_count
-from gnnprune.methods import UGSConfig, fit_colt
+from gnnprune.methods import UGSConfig, fit_colt, fit_colt_levels
 from gnnprune.methods.colt import ClassSubset, class_half_data, class_halves, head_weights, intersect, rewind
 from gnnprune.nn import GCN
 from gnnprune.training import TrainConfig
@@ -122,6 +122,28 @@ def test_colt_ends_every_round_at_the_exact_counts_and_records_the_top_ups(four_
     assert engine.site(FEATURES).live == kept_count(four_classes.num_features, 0.3)
     for name, param in model.prunable_weights().items():
         assert engine.site(WEIGHT_PREFIX + name).live == kept_count(param.numel(), 0.5)
+
+
+def test_colt_levels_share_one_trajectory_and_match_a_single_run(four_classes):
+    levels = [PruneTargets(weights=0.3, edges=0.1, features=0.2), PruneTargets(weights=0.6, edges=0.2, features=0.4)]
+    config = UGSConfig(round_epochs=2)
+    train_config = TrainConfig(epochs=3, seed=0)
+    torch.manual_seed(0)
+    model = GCN(four_classes.num_features, 8, four_classes.num_classes, dropout=0.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shared = fit_colt_levels(model, four_classes, levels, config, train_config, progress=False)
+    rounds = [len(s) for s in config.level_schedules(levels)]
+    assert [len(f.result.updates) for f in shared] == [rounds[0], rounds[0] + rounds[1]]
+    # both copies in every round up to the level, then the level's own ticket (round_epochs each)
+    assert [f.result.epochs_run for f in shared] == [2 * 2 * rounds[0] + 2, 2 * 2 * sum(rounds) + 2]
+    for fitted, level in zip(shared, levels):
+        engine = fitted.pruner.engine
+        assert engine.site(EDGES).live == kept_count(four_classes.edges.num_edges, level.edges)
+        assert engine.site(FEATURES).live == kept_count(four_classes.num_features, level.features)
+    model.load_state_dict(state)
+    alone = fit_colt(model, four_classes, levels[0], config, train_config, progress=False)
+    assert alone.result.test == shared[0].result.test
+    assert all(torch.equal(a.mask, b.mask) for a, b in zip(alone.pruner.engine, shared[0].pruner.engine))
 
 
 def test_cli_runs_colt(tmp_path):
