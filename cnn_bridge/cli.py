@@ -99,6 +99,9 @@ def _add_train(cnn_sub) -> None:
     p.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0,
                    help="warm-up length in epochs (one-cycle: 0 means 30%% of the run)")
     p.add_argument("--label-smoothing", type=_non_negative_float, default=0.0)
+    p.add_argument("--cutout", type=_non_negative_int, default=0, metavar="PIXELS",
+                   help="zero a random PIXELS x PIXELS square of every training image after normalisation "
+                        "(DeVries & Taylor: 16 on CIFAR-10); 0: off")
     p.add_argument("--init-from", type=Path, metavar="STATE_DICT",
                    help="start from these weights of the same model (model.pt or a checkpoint.pt) instead of "
                         "a random initialisation: a further learning-rate cycle, a warm restart")
@@ -132,8 +135,8 @@ def _train_command(args: argparse.Namespace) -> int:
         steps_per_epoch = math.ceil(len(subset.train_y) / args.batch_size)
         train = CNNTrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                                warmup_steps=round(args.warmup_epochs * steps_per_epoch), seed=args.seed,
-                               schedule=args.schedule, label_smoothing=args.label_smoothing, eval_every_epoch=True,
-                               **_batch_training(args))
+                               schedule=args.schedule, label_smoothing=args.label_smoothing, cutout=args.cutout,
+                               eval_every_epoch=True, **_batch_training(args))
         config = TrainRunConfig(model=args.model, dataset=args.dataset, train=train,
                                 train_subset=args.train_subset, test_subset=args.test_subset,
                                 init_from=None if args.init_from is None else str(args.init_from))

@@ -116,6 +116,33 @@ def augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     return padded[batch, channel, rows, cols]
 
 
+def cutout(images: Tensor, generator: torch.Generator, size: int) -> Tensor:
+    """Cutout (DeVries & Taylor, 2017): zero one ``size x size`` square of every image.
+
+    The square's centre :math:`(c_y, c_x)` is uniform over the pixels and the square covers rows
+    :math:`[c_y - \\lfloor s/2 \\rfloor, c_y - \\lfloor s/2 \\rfloor + s)` (likewise columns), clipped
+    at the borders, so it may lie partly outside. Applied to normalised images, zero is the
+    mean colour, as in the reference code.
+
+    Args:
+        images: ``[B, C, H, W]`` floating point.
+        generator: the source of randomness.
+        size: side of the square in pixels (``>= 1``).
+    Returns:
+        ``[B, C, H, W]``, the images with their squares set to zero.
+    """
+    if size < 1:
+        raise ValueError(f"cutout size must be >= 1, got {size}")
+    b, _, h, w = images.shape
+    top = torch.randint(0, h, (b, 1), generator=generator) - size // 2
+    left = torch.randint(0, w, (b, 1), generator=generator) - size // 2
+    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
+    in_rows = (rows >= top) & (rows < top + size)
+    in_cols = (cols >= left) & (cols < left + size)
+    hole = in_rows.view(b, 1, h, 1) & in_cols.view(b, 1, 1, w)
+    return images.masked_fill(hole, 0.0)
+
+
 def load_digits() -> ImageData:
     """scikit-learn's bundled 8x8 digits (1,797 images, no download), split 1,400 / 397.
 

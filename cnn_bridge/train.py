@@ -2,8 +2,8 @@
 
 The CPU recipe: bf16 autocast for the forward/backward pass (weights, gradients and the
 optimizer stay fp32; evaluation is fp32), optionally channels-last tensors, a cosine or
-one-cycle learning rate per step, pad-4 crop + flip augmentation, and an atomic checkpoint
-after every epoch from which :func:`train_cnn` resumes exactly.
+one-cycle learning rate per step, pad-4 crop + flip augmentation (cutout optional), and an
+atomic checkpoint after every epoch from which :func:`train_cnn` resumes exactly.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from gnnprune.io import atomic_torch_save, safe_torch_load
 
 from .adapters import WeightMasks
-from .data import ImageData, augment, normalise
+from .data import ImageData, augment, cutout, normalise
 
 
 class Precision(str, enum.Enum):
@@ -58,6 +58,8 @@ class CNNTrainConfig:
         channels_last: hold the model and the training batches in channels-last memory format.
         schedule: cosine (with linear warm-up) or one-cycle (linear up, then linear down to 0).
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+        cutout: side in pixels of the square :func:`~cnn_bridge.data.cutout` zeroes in every
+            normalised training image (0: none; DeVries & Taylor use 16 on CIFAR-10).
         max_steps: stop after this many optimizer steps (``None``: all ``epochs``); the schedule
             is laid out over ``min(max_steps, epochs * steps_per_epoch)`` steps.
         eval_every_epoch: evaluate on the test split after every epoch (logged in ``history``).
@@ -76,6 +78,7 @@ class CNNTrainConfig:
     channels_last: bool = False
     schedule: Schedule = Schedule.COSINE
     label_smoothing: float = 0.0
+    cutout: int = 0
     max_steps: int | None = None
     eval_every_epoch: bool = False
 
@@ -86,6 +89,8 @@ class CNNTrainConfig:
             raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {self}")
         if not 0 <= self.label_smoothing < 1 or self.warmup_steps < 0:
             raise ValueError("need 0 <= label_smoothing < 1 and warmup_steps >= 0")
+        if self.cutout < 0:
+            raise ValueError(f"cutout must be >= 0 (0: off), got {self.cutout}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
         object.__setattr__(self, "precision", Precision(self.precision))
@@ -163,9 +168,9 @@ def _check_resumable(saved: dict, config: CNNTrainConfig, path: Path) -> None:
     for key in ("model", "optimizer", "generator", "epoch", "step", "history", "config"):
         if key not in saved:
             raise ValueError(f"{path}: not a training checkpoint (no {key!r})")
-    mine = config.record()
+    mine, defaults = config.record(), CNNTrainConfig().record()  # a setting added later: its default
     differ = [key for key in mine if key not in ("epochs", "eval_batch_size", "eval_every_epoch")
-              and saved["config"].get(key) != mine[key]]
+              and saved["config"].get(key, defaults[key]) != mine[key]]
     if differ:
         raise ValueError(f"{path}: was written with other settings ({', '.join(differ)}); resume with the same ones")
     if saved["config"].get("epochs") != config.epochs:
@@ -251,6 +256,8 @@ def train_cnn(model: nn.Module, data: ImageData, config: CNNTrainConfig, masks: 
             if config.augment:
                 images = augment(images, generator)
             inputs = normalise(images, data.mean, data.std)
+            if config.cutout:
+                inputs = cutout(inputs, generator, config.cutout)
             if config.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             lr = learning_rate(step, total, config.lr, config.warmup_steps, config.schedule)

@@ -447,8 +447,10 @@ BAD_INPUT += [
     ("cnn-train-init-other-model", ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--init-from",
                                     "{run}/other.pt", "--out", "{out}"],
      "{run}/other.pt is not a state_dict of convnet for digits: ", lambda run: torch.save({"w": torch.zeros(1)}, run / "other.pt")),
+    ("cnn-train-negative-cutout", ["cnn", "train", "--model", "convnet", "--dataset", "digits", "--cutout", "-1",
+                                   "--out", "{out}"], "argument --cutout: must be >= 0, got -1", None),
 ]
-BAD_INPUT_CASES = 105
+BAD_INPUT_CASES = 106
 
 
 def _drop_key(path, key):

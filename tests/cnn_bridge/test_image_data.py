@@ -4,7 +4,7 @@ import tarfile
 import pytest
 import torch
 
-from cnn_bridge.data import augment, decode_cifar10_archive, load_cifar10, load_digits, normalise
+from cnn_bridge.data import augment, cutout, decode_cifar10_archive, load_cifar10, load_digits, normalise
 from gnnprune.data import DataNotFoundError
 
 
@@ -28,6 +28,25 @@ def test_augment_is_a_padded_shift_possibly_flipped():
         seen.add(matches[0])
     assert len(seen) > 10  # it does vary
     assert out.shape == batch.shape
+
+
+def test_cutout_zeroes_the_square_around_the_drawn_centre_clipped_at_the_borders():
+    images = torch.ones(64, 2, 6, 6)
+    out = cutout(images, torch.Generator().manual_seed(3), size=3)
+    draws = torch.Generator().manual_seed(3)  # the same draws, the square built by hand
+    centre_y, centre_x = torch.randint(0, 6, (64, 1), generator=draws), torch.randint(0, 6, (64, 1), generator=draws)
+    sizes = set()
+    for image, cy, cx in zip(out, centre_y.view(-1).tolist(), centre_x.view(-1).tolist()):
+        expected = torch.ones(6, 6)
+        expected[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2] = 0.0  # rows cy-1 .. cy+1, clipped
+        assert torch.equal(image[0], expected) and torch.equal(image[1], expected)  # every channel alike
+        sizes.add(int((expected == 0).sum()))
+    assert sizes == {4, 6, 9}  # in a corner, on an edge, inside
+    even = cutout(torch.ones(1, 1, 32, 32), torch.Generator().manual_seed(0), size=16)
+    assert int((even == 0).sum()) <= 256
+    assert torch.equal(cutout(torch.ones(2, 1, 4, 4), torch.Generator(), size=9), torch.zeros(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="cutout size"):
+        cutout(images, torch.Generator(), size=0)
 
 
 def test_digits_and_stratified_subset():

@@ -1,4 +1,5 @@
 """The CPU training recipe: schedules, bf16 autocast, channels-last, exact resume, ``cnn train``."""
+import dataclasses
 import json
 
 import pytest
@@ -41,7 +42,7 @@ def test_config_checks_and_steps():
     assert CNNTrainConfig(epochs=3, batch_size=100).total_steps(450) == 15
     assert CNNTrainConfig(epochs=3, batch_size=100, max_steps=7).total_steps(450) == 7
     assert CNNTrainConfig(precision="bf16").precision is Precision.BF16
-    for bad in ({"label_smoothing": 1.0}, {"max_steps": 0}, {"warmup_steps": -1}):
+    for bad in ({"label_smoothing": 1.0}, {"max_steps": 0}, {"warmup_steps": -1}, {"cutout": -1}):
         with pytest.raises(ValueError):
             CNNTrainConfig(**bad)
     with pytest.raises(ValueError):
@@ -73,8 +74,23 @@ def test_resume_refuses_other_settings(digits, tmp_path):
     with pytest.raises(ValueError, match="other settings \\(lr\\)"):
         train_cnn(_model(), digits, CNNTrainConfig(epochs=3, batch_size=100, lr=0.1, eval_every_epoch=True),
                   progress=False, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="other settings \\(cutout\\)"):
+        train_cnn(_model(), digits, dataclasses.replace(SMALL, cutout=4), progress=False, checkpoint_dir=tmp_path,
+                  resume=True)
     with pytest.raises(ValueError, match="nothing to resume"):
         train_cnn(_model(), digits, SMALL, progress=False, checkpoint_dir=tmp_path / "empty", resume=True)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(digits, tmp_path):
+    train_cnn(_model(), digits, SMALL, progress=False, checkpoint_dir=tmp_path, stop_after=lambda _, epoch: epoch == 1)
+    saved = safe_torch_load(tmp_path / CHECKPOINT_FILE)
+    del saved["config"]["cutout"]  # as written before cutout was a setting
+    torch.save(saved, tmp_path / CHECKPOINT_FILE)
+    resumed = train_cnn(_model(), digits, SMALL, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3]
+    with pytest.raises(ValueError, match="other settings \\(cutout\\)"):
+        train_cnn(_model(), digits, dataclasses.replace(SMALL, cutout=4), progress=False, checkpoint_dir=tmp_path,
+                  resume=True)
 
 
 def test_bf16_channels_last_keeps_fp32_weights_and_learns(digits):
@@ -111,6 +127,12 @@ def test_cnn_train_command_and_resume(tmp_path, capsys):
     assert "already exists" in err[0] and "written for 2 epochs, not 3" in err[-1]
     assert main(argv[:-1] + [str(tmp_path / "none"), "--resume"]) == 2
     assert "none/checkpoint.pt does not exist" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    assert main(argv[:-1] + [str(cut), "--cutout", "3"]) == 0
+    assert json.loads((cut / "history.json").read_text())["config"]["train"]["cutout"] == 3
+    with pytest.raises(SystemExit) as exit_:
+        main(argv[:-1] + [str(tmp_path / "bad"), "--cutout", "-1"])
+    assert exit_.value.code == 2 and "argument --cutout: must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_cnn_train_init_from_starts_at_the_given_weights(tmp_path, capsys):
