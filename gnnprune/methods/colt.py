@@ -23,7 +23,6 @@ ticket, the rewound initial weights under the final masks, then trains on all cl
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
@@ -35,8 +34,7 @@ from ..masks import WeightDistribution
 from ..nn import GraphModel
 from ..training import TrainConfig, train
 from .base import Fitted
-from .dense import FixedMasks
-from .ugs import UGSConfig, UGSRound, perturb_soft_masks
+from .ugs import UGSConfig, UGSRound, perturb_soft_masks, rewind, walk_levels
 
 
 class COLTRound(UGSRound):
@@ -124,20 +122,6 @@ def head_weights(model: GraphModel, num_classes: int) -> list[str]:
     return heads
 
 
-def rewind(model: GraphModel, data: GraphData, initial: dict | None, masks: dict | None,
-           **pruner_options) -> CoPruner:
-    """Put ``model`` back to its ``initial`` state (``None``: leave it) under ``masks`` (an engine
-    state; ``None``: dense); returns the pruner holding them (dead weights zeroed, live ones at
-    their initial values)."""
-    if initial is not None:
-        model.load_state_dict(initial)
-    pruner = CoPruner(model, data, **pruner_options)
-    if masks is not None:
-        pruner.engine.load_state_dict(masks)
-        pruner.refresh()
-    return pruner
-
-
 def intersect(keeps: list[dict[str, Tensor]], scores: list[dict[str, Tensor]], owners: dict[str, Tensor]
               ) -> dict[str, Tensor]:
     """Scores whose pruning keeps the intersection of the copies' keep-masks first.
@@ -183,41 +167,29 @@ def fit_colt_levels(model: GraphModel, data: GraphData, levels: list[PruneTarget
     at each, as :func:`~gnnprune.methods.ugs.fit_ugs_levels` does for UGS (the same rounds, so
     COLT and UGS meet each level with equal round counts). A level's cost counts both copies'
     epochs in every round up to it plus its own ticket run."""
-    if config.round_epochs is not None:
-        train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
-    round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None, feature_gate_lr=None)
     halves = class_halves(data.num_classes)
     heads = head_weights(model, data.num_classes)
-    initial = copy.deepcopy(model.state_dict())
-    masks, rounds, epochs, seconds = None, [], 0, 0.0
-    tickets = []
-    for schedule in config.level_schedules(levels):
-        for sparsity in schedule:
-            keeps, scores, copies = [], [], []
-            for classes in halves:
-                result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config,
-                                                  round_config, progress, should_stop, distribution,
-                                                  round_index=len(rounds))
-                keeps.append(keep)
-                scores.append(score)
-                copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
-                               "test": result.test, "epochs": result.epochs_run})
-                epochs += result.epochs_run
-                seconds += result.train_time_s
-            merged = rewind(model, data, initial, masks, weight_distribution=distribution)
-            owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
-            before = {site.name: site.mask.clone() for site in merged.engine}
-            report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners),
-                                   edge_ranking=EdgeRanking.GLOBAL)
-            masks = merged.engine.state_dict()
-            rounds.append({"round": len(rounds), "targets": vars(sparsity), "copies": copies, "sites": report,
-                           "intersection": _intersection_report(merged, keeps, before, heads)})
-        ticket = rewind(model, data, initial, masks, weight_distribution=distribution)
-        result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
-        result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
-                                     train_time_s=seconds + result.train_time_s, updates=list(rounds))
-        tickets.append(Fitted(result, ticket))
-    return tickets
+
+    def colt_round(initial, masks, sparsity, round_config, round_index):
+        keeps, scores, copies, epochs, seconds = [], [], [], 0, 0.0
+        for classes in halves:
+            result, keep, score = _copy_round(model, data, classes, initial, masks, sparsity, config, round_config,
+                                              progress, should_stop, distribution, round_index)
+            keeps.append(keep)
+            scores.append(score)
+            copies.append({"classes": classes.tolist(), "best_epoch": result.best_epoch, "val": result.val,
+                           "test": result.test, "epochs": result.epochs_run})
+            epochs += result.epochs_run
+            seconds += result.train_time_s
+        merged = rewind(model, data, initial, masks, weight_distribution=distribution)
+        owners = {WEIGHT_PREFIX + head: _head_owner(merged, head, halves) for head in heads}
+        before = {site.name: site.mask.clone() for site in merged.engine}
+        report = merged.update(sparsity, prune_scores=intersect(keeps, scores, owners), edge_ranking=EdgeRanking.GLOBAL)
+        record = {"targets": vars(sparsity), "copies": copies, "sites": report,
+                  "intersection": _intersection_report(merged, keeps, before, heads)}
+        return epochs, seconds, record, merged.engine.state_dict()
+
+    return walk_levels(model, data, levels, config, train_config, colt_round, progress, should_stop, distribution)
 
 
 def _copy_round(model, data, classes, initial, masks, sparsity, config, round_config, progress, should_stop,

@@ -224,6 +224,29 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     (not the tickets of lower levels). ``should_stop`` is polled after every epoch of every
     training (see :func:`~gnnprune.training.train`); rounds are not checkpointed.
     """
+    def ugs_round(initial, masks, sparsity, round_config, round_index):
+        result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config, round_config,
+                                                        progress, should_stop, distribution, round_index)
+        record = {"targets": vars(sparsity), "best_epoch": result.best_epoch, "val": result.val, "test": result.test,
+                  "sites": report, **({} if early_bird is None else {"early_bird": early_bird})}
+        return result.epochs_run, result.train_time_s, record, masks
+
+    return walk_levels(model, data, levels, config, train_config, ugs_round, progress, should_stop, distribution)
+
+
+def walk_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets], config: UGSConfig,
+                train_config: TrainConfig, run_round, progress: bool, should_stop,
+                distribution: WeightDistribution) -> list[Fitted]:
+    """The rounds of :meth:`UGSConfig.level_schedules` through ``levels``, and the ticket at each
+    level: the rewound initial weights under that level's masks, trained once with them fixed.
+
+    ``run_round(initial, masks, sparsity, round_config, round_index)`` runs one round from the
+    masks the previous round left (an engine state; ``None`` at first) and returns
+    ``(epochs, seconds, record, masks)``: its cost, its entry of ``result.updates`` and the
+    masks at ``sparsity``. Rounds train ``config.round_epochs`` (default: the training's epochs),
+    the learned masks at the model's learning rate. A level's cost counts every round up to it
+    plus its own ticket run.
+    """
     if config.round_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.round_epochs)
     round_config = dataclasses.replace(train_config, gate_lr=None, edge_gate_lr=None,
@@ -234,19 +257,12 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     tickets = []
     for schedule in config.level_schedules(levels):
         for sparsity in schedule:
-            result, report, masks, early_bird = _mask_round(model, data, initial, masks, sparsity, config,
-                                                            round_config, progress, should_stop, distribution,
-                                                            round_index=len(rounds))
-            epochs += result.epochs_run
-            seconds += result.train_time_s
-            rounds.append({"round": len(rounds), "targets": vars(sparsity), "best_epoch": result.best_epoch,
-                           "val": result.val, "test": result.test, "sites": report,
-                           **({} if early_bird is None else {"early_bird": early_bird})})
-        model.load_state_dict(initial)  # rewind, binary masks
-        ticket = CoPruner(model, data, weight_distribution=distribution)
-        if masks is not None:
-            ticket.engine.load_state_dict(masks)
-            ticket.refresh()
+            round_epochs, round_seconds, record, masks = run_round(initial, masks, sparsity, round_config,
+                                                                   len(rounds))
+            epochs += round_epochs
+            seconds += round_seconds
+            rounds.append({"round": len(rounds), **record})
+        ticket = rewind(model, data, initial, masks, weight_distribution=distribution)  # binary masks
         result = train(model, data, ticket, FixedMasks(), train_config, progress=progress, should_stop=should_stop)
         result = dataclasses.replace(result, epochs_run=epochs + result.epochs_run,
                                      train_time_s=seconds + result.train_time_s, updates=list(rounds))
@@ -254,15 +270,25 @@ def fit_ugs_levels(model: GraphModel, data: GraphData, levels: list[PruneTargets
     return tickets
 
 
-def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop, distribution,
-                round_index):
-    """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
-    model.load_state_dict(initial)
-    pruner = CoPruner(model, data, learn_edge_weights=True, learn_feature_gates=True,
-                      edge_init_logit=1.0, edge_activation=torch.abs, weight_distribution=distribution)
+def rewind(model: GraphModel, data: GraphData, initial: dict | None, masks: dict | None,
+           **pruner_options) -> CoPruner:
+    """Put ``model`` back to its ``initial`` state (``None``: leave it) under ``masks`` (an engine
+    state; ``None``: dense); returns the pruner holding them (dead weights zeroed, live ones at
+    their initial values)."""
+    if initial is not None:
+        model.load_state_dict(initial)
+    pruner = CoPruner(model, data, **pruner_options)
     if masks is not None:
         pruner.engine.load_state_dict(masks)
         pruner.refresh()
+    return pruner
+
+
+def _mask_round(model, data, initial, masks, sparsity, config, round_config, progress, should_stop, distribution,
+                round_index):
+    """Rewind, learn soft masks for one run under the L1 penalty, prune to ``sparsity``."""
+    pruner = rewind(model, data, initial, masks, learn_edge_weights=True, learn_feature_gates=True,
+                    edge_init_logit=1.0, edge_activation=torch.abs, weight_distribution=distribution)
     names = list(pruner.weights)
     weight_masks = attach_weight_masks(model, names)
     perturb_soft_masks([*weight_masks.values(), pruner.edge_logit, pruner.feature_gate], config.mask_noise,
